@@ -1,0 +1,36 @@
+"""hf_dimml: balanced multimodal learning (DI-MML, MLA, DMRNet and baselines) in the Hugging Face ecosystem."""
+
+import transformers
+
+from .configuration_dimml import DIMMLConfig
+from .modeling_dimml import (
+    CLASSIFIER_AUTO_CLASSES,
+    DIMMLClassifierOutput,
+    DIMMLForMultimodalClassification,
+    DIMMLModel,
+    DIMMLModelOutput,
+    DIMMLPreTrainedModel,
+    certainty_weighted_logits,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "DIMMLConfig",
+    "DIMMLPreTrainedModel",
+    "DIMMLModel",
+    "DIMMLForMultimodalClassification",
+    "DIMMLModelOutput",
+    "DIMMLClassifierOutput",
+    "certainty_weighted_logits",
+]
+
+# Local Auto-class registration, and the same mapping written into saved configs' `auto_map` so that a checkpoint
+# loads with trust_remote_code=True where hf_dimml is not installed.
+transformers.AutoConfig.register(DIMMLConfig.model_type, DIMMLConfig, exist_ok=True)
+for _auto_class_name in CLASSIFIER_AUTO_CLASSES:
+    getattr(transformers, _auto_class_name).register(DIMMLConfig, DIMMLForMultimodalClassification, exist_ok=True)
+DIMMLConfig.register_for_auto_class()
+DIMMLForMultimodalClassification.register_for_auto_class("AutoModel")
+del _auto_class_name

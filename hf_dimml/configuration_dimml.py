@@ -1,0 +1,209 @@
+"""Configuration of DI-MML multimodal classifiers.
+
+Self-contained on purpose: ``save_pretrained`` copies this file next to a checkpoint so that it loads with
+``trust_remote_code=True`` where ``hf_dimml`` is not installed. Only ``transformers`` (and ``timm``, lazily, to check
+encoder names) are imported.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+from transformers import PretrainedConfig
+
+__all__ = ["DIMMLConfig", "MODALITY_KINDS", "METHODS"]
+
+# Kind of model input -> rank of one sample (without the batch axis) and what each axis means.
+MODALITY_KINDS: dict[str, tuple[str, ...]] = {
+    "image": ("channels", "height", "width"),
+    "spectrogram": ("channels", "frequency", "time"),
+    "frames": ("frames", "channels", "height", "width"),
+    "vector": ("features",),
+}
+
+METHODS = ("dimml", "mla", "dmrnet", "joint", "unimodal")
+
+# Names the forward signature already uses; a modality cannot take them.
+_RESERVED_NAMES = {"labels", "return_dict", "output_hidden_states", "kwargs", "self"}
+
+# The embedded default dataset (``hf_dimml.data.load_av_digits``) as processed by the default processor: an MFCC
+# sequence resampled to 20 frames and an 8x8 grey image. ``DIMMLConfig()`` is a valid, small model for it.
+_AV_DIGITS_MODALITIES: list[dict[str, Any]] = [
+    {"name": "audio", "kind": "spectrogram", "encoder": "mlp", "input_shape": [1, 13, 20]},
+    {"name": "image", "kind": "image", "encoder": "mlp", "input_shape": [1, 8, 8]},
+]
+
+
+def _is_timm_model(name: str) -> bool:
+    import timm  # noqa: PLC0415 - imported lazily: configs of MLP-only models must not need timm
+
+    return timm.is_model(name)
+
+
+class DIMMLConfig(PretrainedConfig):
+    r"""
+    Configuration of a [`DIMMLForMultimodalClassification`] model: one encoder per modality, a private head per
+    modality, one shared classifier and a fusion head, trained with DI-MML (or one of the baselines it is compared
+    with, chosen by `method`).
+
+    Args:
+        modalities (`list[dict]`, *optional*):
+            One entry per modality, in a fixed order, each a dict with:
+
+            - `name` (`str`): the keyword the model's `forward` takes this modality's tensor under;
+            - `kind` (`str`): one of `"image"` `(C, H, W)`, `"spectrogram"` `(C, F, T)`, `"frames"` `(T, C, H, W)`
+              (encoded frame by frame and averaged over time) or `"vector"` `(D,)`;
+            - `encoder` (`str`): `"mlp"` (flattens the input; the only choice for vectors) or any timm model name,
+              built with `pretrained=False`, `num_classes=0` and `in_chans=C`;
+            - `input_shape` (`list[int]`): the shape of one sample, as above;
+            - `encoder_kwargs` (`dict`, optional): extra keyword arguments for `timm.create_model`, or for the MLP
+              `{"hidden_sizes": [256, 256], "dropout": 0.0}`.
+
+            Defaults to the embedded `av_digits` dataset (audio MFCCs 1x13x20 and 8x8 images, MLP encoders).
+        hidden_size (`int`, *optional*, defaults to 128):
+            Common feature size d of every modality. An encoder whose output differs is followed by a linear
+            projection to d, so that the shared classifier and DUC compare the same dimension across modalities.
+        method (`str`, *optional*, defaults to `"dimml"`):
+            Training method the model was built for: `"dimml"`, `"mla"`, `"dmrnet"`, `"joint"` or `"unimodal"`.
+        shared_weight (`float`, *optional*, defaults to 1.0):
+            DI-MML weight w of the shared-classifier cross-entropy.
+        duc_weight (`float`, *optional*, defaults to 1.0):
+            DI-MML weight lambda of the dimension-decoupled unidirectional contrastive (DUC) loss.
+        duc_temperature (`float`, *optional*, defaults to 50.0):
+            DUC temperature tau (features are not normalised; reference: CREMA-D 50, AVE 10).
+        duc_start_epoch (`int`, *optional*, defaults to 20):
+            Epoch at which effective dimensions are selected and DUC switches on.
+        logit_temperature (`float`, *optional*, defaults to 1.0):
+            Temperature T of the certainty-aware logit weighting used at inference.
+        num_labels (`int`, *optional*):
+            Number of classes (or give `id2label`).
+
+    Example:
+
+    ```python
+    >>> from hf_dimml import DIMMLConfig, DIMMLForMultimodalClassification
+
+    >>> config = DIMMLConfig(
+    ...     modalities=[
+    ...         {"name": "audio", "kind": "spectrogram", "encoder": "resnet18", "input_shape": [1, 257, 188]},
+    ...         {"name": "visual", "kind": "frames", "encoder": "resnet18", "input_shape": [3, 3, 224, 224]},
+    ...     ],
+    ...     hidden_size=512,
+    ...     num_labels=6,
+    ...     duc_temperature=50.0,
+    ... )
+    >>> model = DIMMLForMultimodalClassification(config)
+    ```
+    """
+
+    model_type = "dimml"
+
+    def __init__(
+        self,
+        modalities: list[dict[str, Any]] | None = None,
+        hidden_size: int = 128,
+        method: str = "dimml",
+        shared_weight: float = 1.0,
+        duc_weight: float = 1.0,
+        duc_temperature: float = 50.0,
+        duc_start_epoch: int = 20,
+        logit_temperature: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        if modalities is None:
+            modalities = copy.deepcopy(_AV_DIGITS_MODALITIES)
+        if "num_labels" not in kwargs and "id2label" not in kwargs:
+            kwargs["num_labels"] = 10  # av_digits, the default modalities' dataset
+        self.modalities = [self._normalise_modality(spec, index) for index, spec in enumerate(modalities)]
+        self.hidden_size = hidden_size
+        self.method = method
+        self.shared_weight = shared_weight
+        self.duc_weight = duc_weight
+        self.duc_temperature = duc_temperature
+        self.duc_start_epoch = duc_start_epoch
+        self.logit_temperature = logit_temperature
+        super().__init__(**kwargs)
+        self._validate()
+
+    @property
+    def modality_names(self) -> list[str]:
+        return [spec["name"] for spec in self.modalities]
+
+    @staticmethod
+    def _normalise_modality(spec: dict[str, Any], index: int) -> dict[str, Any]:
+        if not isinstance(spec, dict):
+            raise ValueError(f"modalities[{index}] must be a dict with name/kind/encoder/input_shape, got {spec!r}")
+        missing = [key for key in ("name", "kind", "input_shape") if key not in spec]
+        if missing:
+            raise ValueError(f"modalities[{index}] ({spec.get('name', '?')!r}) lacks required key(s) {missing}")
+        unknown = set(spec) - {"name", "kind", "encoder", "input_shape", "encoder_kwargs"}
+        if unknown:
+            raise ValueError(f"modality {spec['name']!r}: unknown key(s) {sorted(unknown)}")
+        return {
+            "name": spec["name"],
+            "kind": spec["kind"],
+            "encoder": spec.get("encoder", "mlp"),
+            "input_shape": list(spec["input_shape"]) if isinstance(spec["input_shape"], (list, tuple)) else spec[
+                "input_shape"],
+            "encoder_kwargs": dict(spec.get("encoder_kwargs") or {}),
+        }
+
+    def _validate(self) -> None:
+        if len(self.modalities) < 2:
+            raise ValueError(f"DIMMLConfig needs at least two modalities, got {len(self.modalities)}")
+        names = self.modality_names
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate modality name(s) {duplicates}: each modality needs its own name")
+        for spec in self.modalities:
+            self._validate_modality(spec)
+        if not isinstance(self.hidden_size, int) or self.hidden_size < 1:
+            raise ValueError(f"hidden_size must be a positive int, got {self.hidden_size!r}")
+        if self.num_labels is None or self.num_labels < 2:
+            raise ValueError(f"num_labels must be at least 2, got {self.num_labels!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        for field in ("shared_weight", "duc_weight"):
+            value = getattr(self, field)
+            if not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
+                raise ValueError(f"{field} must be a finite number >= 0, got {value!r}")
+        for field in ("duc_temperature", "logit_temperature"):
+            value = getattr(self, field)
+            if not isinstance(value, (int, float)) or value <= 0 or not math.isfinite(value):
+                raise ValueError(f"{field} must be a finite number > 0, got {value!r}")
+        if not isinstance(self.duc_start_epoch, int) or self.duc_start_epoch < 0:
+            raise ValueError(f"duc_start_epoch must be an int >= 0, got {self.duc_start_epoch!r}")
+
+    @staticmethod
+    def _validate_modality(spec: dict[str, Any]) -> None:
+        name, kind, encoder, shape = spec["name"], spec["kind"], spec["encoder"], spec["input_shape"]
+        if not isinstance(name, str) or not name.isidentifier() or name in _RESERVED_NAMES:
+            raise ValueError(
+                f"modality name {name!r} must be a Python identifier (it becomes a forward() keyword) and not one "
+                f"of {sorted(_RESERVED_NAMES)}"
+            )
+        if kind not in MODALITY_KINDS:
+            raise ValueError(f"modality {name!r}: kind must be one of {list(MODALITY_KINDS)}, got {kind!r}")
+        axes = MODALITY_KINDS[kind]
+        if (
+            not isinstance(shape, list)
+            or len(shape) != len(axes)
+            or not all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in shape)
+        ):
+            raise ValueError(
+                f"modality {name!r} of kind {kind!r}: input_shape must be {len(axes)} positive ints "
+                f"({', '.join(axes)}), got {shape!r}"
+            )
+        if not isinstance(encoder, str) or not encoder:
+            raise ValueError(f"modality {name!r}: encoder must be 'mlp' or a timm model name, got {encoder!r}")
+        if encoder != "mlp":
+            if kind == "vector":
+                raise ValueError(f"modality {name!r}: vector inputs take the 'mlp' encoder, got {encoder!r}")
+            if not _is_timm_model(encoder):
+                raise ValueError(f"modality {name!r}: unknown timm model {encoder!r} (see timm.list_models())")
+        else:
+            hidden_sizes = spec["encoder_kwargs"].get("hidden_sizes", [256])
+            if not all(isinstance(size, int) and size > 0 for size in hidden_sizes):
+                raise ValueError(f"modality {name!r}: MLP hidden_sizes must be positive ints, got {hidden_sizes!r}")

@@ -1,0 +1,298 @@
+"""`DIMMLTrainer`: DI-MML's two training stages on top of `transformers.Trainer` (and so Accelerate).
+
+One `train()` call runs both stages, so a single `resume_from_checkpoint` covers them: the stage follows from the
+epoch, and the DI-MML state that must survive (effective dimensions, whether the fusion head is trained) lives in
+persistent model buffers saved with the weights.
+
+What is local and what is gathered under data parallelism:
+- stage-1 losses and DUC use the local batch (DUC's negatives are the other samples of the process's batch);
+  DDP averages the gradients;
+- the effective-dimension statistics are computed from the features of the WHOLE training set, gathered from all
+  processes, so every process selects the same dimensions;
+- logged loss components and accuracies are summed over processes before they are divided.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments
+from transformers.optimization import get_scheduler
+
+from .losses import dimml_stage1_loss, select_effective_dimensions
+from .metrics import load_multimodal_metric
+
+__all__ = ["DIMMLTrainingArguments", "DIMMLTrainer", "modality_subsets"]
+
+
+@dataclass
+class DIMMLTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus DI-MML's two stages. `num_train_epochs` is derived: `stage1_epochs + stage2_epochs`."""
+
+    stage1_epochs: int = field(default=30, metadata={"help": "Epochs of stage 1 (encoders, private/shared heads, DUC)."})
+    stage2_epochs: int = field(default=10, metadata={"help": "Epochs of stage 2 (frozen encoders, fusion head)."})
+    stage2_learning_rate: float | None = field(
+        default=None, metadata={"help": "Constant learning rate of stage 2 (default: `learning_rate`)."}
+    )
+    lr_step_epochs: int | None = field(
+        default=None,
+        metadata={"help": "Stage-1 StepLR: multiply the learning rate by `lr_step_gamma` every this many epochs "
+                          "(the DI-MML reference uses 70). Unset: stage 1 follows `lr_scheduler_type`."},
+    )
+    lr_step_gamma: float = field(default=0.1, metadata={"help": "Decay factor of the stage-1 StepLR."})
+
+    def __post_init__(self) -> None:
+        if self.stage1_epochs < 1 or self.stage2_epochs < 0:
+            raise ValueError(
+                f"stage1_epochs must be >= 1 and stage2_epochs >= 0, got {self.stage1_epochs}, {self.stage2_epochs}"
+            )
+        if self.max_steps not in (None, -1) and self.max_steps > 0:
+            raise ValueError("DIMMLTrainingArguments counts in epochs (stage1_epochs/stage2_epochs); unset max_steps")
+        self.num_train_epochs = self.stage1_epochs + self.stage2_epochs
+        # Stage 1 leaves the fusion head without gradient and stage 2 the encoders (DESIGN §7).
+        if self.ddp_find_unused_parameters is None:
+            self.ddp_find_unused_parameters = True
+        super().__post_init__()
+
+
+def modality_subsets(names: list[str]) -> list[tuple[str, ...]]:
+    """Every non-empty subset of modalities, smallest first, each in config order."""
+    subsets = []
+    for size in range(1, len(names) + 1):
+        for mask in range(1, 2 ** len(names)):
+            subset = tuple(name for index, name in enumerate(names) if mask >> index & 1)
+            if len(subset) == size:
+                subsets.append(subset)
+    return subsets
+
+
+class _StageCallback(TrainerCallback):
+    """Switches the trainer's stage at epoch boundaries (also for a resumed epoch) and selects effective dimensions."""
+
+    def __init__(self, trainer: DIMMLTrainer) -> None:
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        # state.epoch is a float progress counter; the tolerance absorbs its rounding at epoch ends.
+        self.trainer.begin_epoch(int(math.floor((state.epoch or 0.0) + 1e-4)))
+        return control
+
+
+class DIMMLTrainer(Trainer):
+    """
+    Trains a [`DIMMLForMultimodalClassification`] with DI-MML (DESIGN §2).
+
+    - Stage 1 (`stage1_epochs`): per modality, private-head CE + `shared_weight` * shared-classifier CE, plus
+      `duc_weight` * DUC from epoch `config.duc_start_epoch` on; no term mixes two encoders' features.
+    - Stage 2 (`stage2_epochs`): encoders frozen (eval mode, no gradient), the fusion head trained with CE.
+    - Evaluation: certainty-weighted prediction (accuracy, macro-F1), each head's accuracy and the accuracy of every
+      non-empty modality subset; metrics come from the package's `evaluate` module.
+    - Every logging step also logs each loss component and each head's training accuracy since the last log.
+
+    Pass a [`DIMMLTrainingArguments`]. `compute_loss` returns a per-batch mean; the Trainer divides it by the
+    gradient-accumulation steps (exactly once: `loss_is_scaled_for_ga = False`).
+    """
+
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.args, DIMMLTrainingArguments):
+            raise TypeError(f"DIMMLTrainer needs DIMMLTrainingArguments, got {type(self.args).__name__}")
+        config = self.model.config
+        self.modality_names: list[str] = list(config.modality_names)
+        self.stage = 1
+        self._metric = load_multimodal_metric()
+        if self.compute_metrics is None:
+            self.compute_metrics = self._compute_metrics
+        self._train_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
+        self.add_callback(_StageCallback(self))
+
+    # --- data ----------------------------------------------------------------------------------------------------
+
+    def _set_signature_columns_if_needed(self) -> None:
+        # forward() takes the modalities as **kwargs, which signature inspection cannot see.
+        if self._signature_columns is None:
+            self._signature_columns = [*self.modality_names, "labels", "label"]
+
+    @staticmethod
+    def _split_inputs(inputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        modalities = {key: value for key, value in inputs.items() if key not in ("labels", "label")}
+        labels = inputs.get("labels", inputs.get("label"))
+        return modalities, labels
+
+    # --- stages --------------------------------------------------------------------------------------------------
+
+    @property
+    def _unwrapped(self) -> nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Set the stage for `epoch` (0-based) and, once, select DUC's effective dimensions."""
+        model = self._unwrapped
+        self.stage = 1 if epoch < self.args.stage1_epochs else 2
+        if self.stage == 2:
+            model.fusion_head_trained.fill_(True)
+        elif (
+            epoch >= model.config.duc_start_epoch
+            and model.config.duc_weight > 0
+            and not bool(model.duc_mask_ready)
+        ):
+            model.duc_mask.copy_(self.select_effective_dimensions())
+            model.duc_mask_ready.fill_(True)
+
+    @torch.no_grad()
+    def select_effective_dimensions(self) -> torch.Tensor:
+        """Boolean `(M, d)`: per modality, the dimensions above the mean nearest-class-mean accuracy (DESIGN §2).
+
+        Features are eval-mode features of the whole training set, gathered from all processes (sequential
+        dataloader, duplicates of the last uneven batch dropped by `gather_for_metrics`).
+        """
+        model = self._unwrapped
+        was_training = model.training
+        model.eval()
+        features: dict[str, list[torch.Tensor]] = defaultdict(list)
+        labels: list[torch.Tensor] = []
+        for batch in self.get_eval_dataloader(self.train_dataset):
+            modality_inputs, batch_labels = self._split_inputs(batch)
+            with self.autocast_smart_context_manager():
+                batch_features = self.model(**modality_inputs).features
+            for name in self.modality_names:
+                features[name].append(self.accelerator.gather_for_metrics(batch_features[name].float()).cpu())
+            labels.append(self.accelerator.gather_for_metrics(batch_labels).cpu())
+        model.train(was_training)
+        all_labels = torch.cat(labels)
+        mask = torch.stack([
+            select_effective_dimensions(torch.cat(features[name]), all_labels, model.config.num_labels)
+            for name in self.modality_names
+        ])
+        return mask.to(model.duc_mask.device)
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        """Stage 1 follows `lr_step_epochs` (StepLR) or `lr_scheduler_type` over its own steps; stage 2 is constant."""
+        if self.lr_scheduler is None:
+            optimizer = optimizer if optimizer is not None else self.optimizer
+            args = self.args
+            steps_per_epoch = max(1, num_training_steps // int(args.num_train_epochs))
+            stage1_steps = steps_per_epoch * args.stage1_epochs
+            if args.lr_step_epochs:
+                step_size = args.lr_step_epochs * steps_per_epoch
+
+                def stage1_factor(step: int) -> float:
+                    return args.lr_step_gamma ** (step // step_size)
+            else:
+                reference = get_scheduler(
+                    args.lr_scheduler_type, optimizer=optimizer,
+                    num_warmup_steps=args.get_warmup_steps(stage1_steps), num_training_steps=stage1_steps,
+                    scheduler_specific_kwargs=args.lr_scheduler_kwargs,
+                )
+                if not isinstance(reference, torch.optim.lr_scheduler.LambdaLR):
+                    raise ValueError(
+                        f"lr_scheduler_type={args.lr_scheduler_type!r} is not a step-indexed schedule; use "
+                        "linear, cosine, constant, ... or lr_step_epochs"
+                    )
+                stage1_factor = reference.lr_lambdas[0]
+            stage2_factor = (args.stage2_learning_rate or args.learning_rate) / args.learning_rate
+
+            def factor(step: int) -> float:
+                return stage1_factor(step) if step < stage1_steps else stage2_factor
+
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    # --- losses --------------------------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        modality_inputs, labels = self._split_inputs(inputs)
+        if not model.training:
+            outputs = model(**modality_inputs, labels=labels)
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
+        config = self._unwrapped.config
+        if self.stage == 1:
+            outputs = model(**modality_inputs, training_stage=1)
+            mask = self._unwrapped.duc_mask if bool(self._unwrapped.duc_mask_ready) else None
+            loss, components = dimml_stage1_loss(
+                outputs.modality_logits, outputs.shared_logits, outputs.features, labels,
+                shared_weight=config.shared_weight, duc_weight=config.duc_weight,
+                duc_temperature=config.duc_temperature, effective_mask=mask,
+            )
+        else:
+            self._unwrapped.dimml.eval()  # frozen encoders: BatchNorm statistics must not move either
+            outputs = model(**modality_inputs, training_stage=2)
+            loss = nn.functional.cross_entropy(outputs.fusion_logits.float(), labels)
+            components = {"loss_fusion": loss.detach()}
+        self._accumulate_train_stats(components, outputs, labels)
+        return (loss, outputs) if return_outputs else loss
+
+    # --- logging -------------------------------------------------------------------------------------------------
+
+    def _accumulate_train_stats(self, components: dict[str, torch.Tensor], outputs, labels: torch.Tensor) -> None:
+        sums = self._train_sums
+        batch = labels.shape[0]
+        for key, value in components.items():
+            sums[key] = sums[key].to(value.device) + value.double() * batch
+        heads = {f"accuracy_private_{n}": z for n, z in outputs.modality_logits.items()}
+        heads.update({f"accuracy_shared_{n}": z for n, z in outputs.shared_logits.items()})
+        if self.stage == 2:
+            heads["accuracy_fusion"] = outputs.fusion_logits
+        heads["accuracy"] = outputs.logits
+        for key, logits in heads.items():
+            sums[key] = sums[key].to(labels.device) + (logits.argmax(-1) == labels).sum().double()
+        sums["_samples"] = sums["_samples"].to(labels.device) + batch
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Adds the loss components and training accuracies since the last log, summed over processes."""
+        if "loss" in logs and self._train_sums:
+            keys = sorted(self._train_sums)
+            device = self.args.device
+            totals = self.accelerator.reduce(torch.stack([self._train_sums[k].to(device) for k in keys]), "sum")
+            samples = float(totals[keys.index("_samples")])
+            for key, total in zip(keys, totals.tolist()):
+                if key != "_samples" and samples > 0:
+                    logs[f"train_{key}"] = total / samples
+            self._train_sums.clear()
+        super().log(logs, start_time)
+
+    # --- evaluation ----------------------------------------------------------------------------------------------
+
+    def _head_names(self) -> list[str]:
+        names = ["final"]
+        names += [f"private_{n}" for n in self.modality_names]
+        names += [f"shared_{n}" for n in self.modality_names]
+        names += ["fusion"]
+        names += ["subset_" + "+".join(subset) for subset in modality_subsets(self.modality_names)]
+        return names
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Returns the class predicted by every head and every modality subset, `(batch, num_heads)`."""
+        modality_inputs, labels = self._split_inputs(inputs)
+        with torch.no_grad(), self.autocast_smart_context_manager():
+            outputs = model(**modality_inputs, labels=labels)
+            loss = outputs.loss.detach() if outputs.loss is not None else None
+            if prediction_loss_only:
+                return loss, None, None
+            heads = [outputs.logits]
+            heads += [outputs.modality_logits[n] for n in self.modality_names]
+            heads += [outputs.shared_logits[n] for n in self.modality_names]
+            heads += [outputs.fusion_logits]
+            for subset in modality_subsets(self.modality_names):
+                subset_features = {name: outputs.features[name] for name in subset}
+                heads.append(self._unwrapped.forward_heads(subset_features).logits)
+        predictions = torch.stack([head.argmax(-1) for head in heads], dim=1)
+        return loss, predictions, labels
+
+    def _compute_metrics(self, eval_prediction: EvalPrediction) -> dict[str, float]:
+        predictions = np.asarray(eval_prediction.predictions)
+        references = np.asarray(eval_prediction.label_ids)
+        names = self._head_names()
+        per_head = {name: predictions[:, index] for index, name in enumerate(names) if name != "final"}
+        return self._metric.compute(
+            predictions=predictions[:, 0], references=references, modality_predictions=per_head
+        )
