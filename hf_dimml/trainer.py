@@ -137,7 +137,13 @@ class DIMMLTrainer(Trainer):
         """Set the stage for `epoch` (0-based) and, once, select DUC's effective dimensions."""
         model = self._unwrapped
         self.stage = 1 if epoch < self.args.stage1_epochs else 2
-        if self.stage == 2:
+        if self.stage == 2 and not bool(model.fusion_head_trained):
+            # As in the reference, stage 2 starts from the best stage-1 encoders when model selection is on. (A
+            # resumed stage 2 finds the flag set: its checkpoint already holds those encoders.)
+            best = self.state.best_model_checkpoint
+            if self.args.load_best_model_at_end and best is not None:
+                self.accelerator.wait_for_everyone()  # the main process may still be writing it
+                self._load_from_checkpoint(best, model=model)
             model.fusion_head_trained.fill_(True)
         elif (
             epoch >= model.config.duc_start_epoch
@@ -262,11 +268,17 @@ class DIMMLTrainer(Trainer):
 
     # --- evaluation ----------------------------------------------------------------------------------------------
 
+    def _fusion_in_use(self) -> bool:
+        # An untrained fusion head (stage 1, or a stage-1 checkpoint selected as best) is neither weighted in nor
+        # reported: its accuracy would be noise.
+        return bool(self._unwrapped.fusion_head_trained)
+
     def _head_names(self) -> list[str]:
         names = ["final"]
         names += [f"private_{n}" for n in self.modality_names]
         names += [f"shared_{n}" for n in self.modality_names]
-        names += ["fusion"]
+        if self._fusion_in_use():
+            names += ["fusion"]
         names += ["subset_" + "+".join(subset) for subset in modality_subsets(self.modality_names)]
         return names
 
@@ -281,7 +293,8 @@ class DIMMLTrainer(Trainer):
             heads = [outputs.logits]
             heads += [outputs.modality_logits[n] for n in self.modality_names]
             heads += [outputs.shared_logits[n] for n in self.modality_names]
-            heads += [outputs.fusion_logits]
+            if self._fusion_in_use():
+                heads += [outputs.fusion_logits]
             for subset in modality_subsets(self.modality_names):
                 subset_features = {name: outputs.features[name] for name in subset}
                 heads.append(self._unwrapped.forward_heads(subset_features).logits)

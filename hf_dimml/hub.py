@@ -1,0 +1,293 @@
+"""Push a trained hf_dimml output folder to the Hugging Face Hub.
+
+One place for the Hub upload (in the spirit of open_clip's ``push_to_hf_hub``): it uploads what a
+user of the checkpoint needs and nothing else:
+
+* the weights: ``model.safetensors``, or the ``model-XXXXX-of-YYYYY.safetensors`` shards and
+  ``model.safetensors.index.json``;
+* ``config.json`` (with ``auto_map``) and the ``*.py`` files ``save_pretrained`` copied next to it for
+  ``trust_remote_code``, plus the processor files (``preprocessor_config.json``, ...);
+* ``README.md``, the model card, (re)generated from ``training_summary.json`` when present, and the
+  image files the card embeds (the training-curve plots).
+
+Never uploaded: optimizer/scheduler/RNG states, ``trainer_state.json``, ``training_args.bin``,
+``checkpoint-*/`` folders, ``runs/`` logs, caches, and any pickle (``*.bin``, ``*.pt``, ``*.pth``,
+``*.pkl``). Only top-level files of the folder are considered at all.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import re
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+from .model_card import SUMMARY_FILENAME, write_model_card
+
+__all__ = [
+    "DEFAULT_COMMIT_MESSAGE",
+    "push_to_hub",
+    "select_files_to_upload",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_COMMIT_MESSAGE = "Upload hf_dimml model"
+
+WEIGHTS_NAME = "model.safetensors"
+WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
+_SHARD_PATTERN = re.compile(r"^model-\d{5}-of-\d{5}\.safetensors$")
+# Configuration and processor files that transformers writes and reads back.
+_CONFIG_FILES = (
+    "config.json",
+    "generation_config.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "video_preprocessor_config.json",
+)
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".svg", ".gif", ".webp")
+# Relative image references in Markdown (`![alt](path)`) and HTML (`<img src="path">`).
+_IMAGE_REFERENCE = re.compile(
+    r"!\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)|<img[^>]*\ssrc=[\"']([^\"']+)[\"']"
+)
+# Never uploaded, whatever else is decided: pickles and training state.
+_FORBIDDEN_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+_FORBIDDEN_NAMES = ("trainer_state.json", "training_args.bin", "optimizer.pt", "scheduler.pt")
+
+_LOGIN_HELP = (
+    "Log in with `hf auth login` (or `huggingface_hub.login()`), set the HF_TOKEN environment variable, "
+    "or pass `token=...` (a token with write access, from https://huggingface.co/settings/tokens)."
+)
+
+
+def _card_image_references(readme: Path) -> list[str]:
+    """Relative image paths the card embeds (URLs and absolute paths are not ours to upload)."""
+    text = readme.read_text(encoding="utf-8")
+    references = []
+    for match in _IMAGE_REFERENCE.finditer(text):
+        reference = (match.group(1) or match.group(2)).split("#")[0].split("?")[0]
+        if "://" in reference or reference.startswith(("/", "data:")):
+            continue
+        references.append(str(PurePosixPath(reference)))
+    return references
+
+
+def _checkpoint_files(folder: Path, names: set[str]) -> set[str]:
+    """The weights and ``config.json`` of the checkpoint in ``folder``; raise if any is missing."""
+    if WEIGHTS_INDEX_NAME in names:
+        index = json.loads((folder / WEIGHTS_INDEX_NAME).read_text(encoding="utf-8"))
+        shards = set((index.get("weight_map") or {}).values())
+        missing = sorted(shard for shard in shards if shard not in names)
+        if missing:
+            raise FileNotFoundError(f"{folder}/{WEIGHTS_INDEX_NAME} lists shards that are missing: {missing}")
+        weights = {WEIGHTS_INDEX_NAME, *shards}
+    elif WEIGHTS_NAME in names:
+        weights = {WEIGHTS_NAME}
+    else:
+        raise FileNotFoundError(
+            f"no {WEIGHTS_NAME} (or {WEIGHTS_INDEX_NAME} + shards) in {folder}: save the model with "
+            "`model.save_pretrained(output_dir)` (safetensors) before pushing"
+        )
+    if "config.json" not in names:
+        raise FileNotFoundError(f"no config.json in {folder}: save the model with `model.save_pretrained` first")
+    return weights | {"config.json"}
+
+
+def _top_level_files(folder: Path) -> set[str]:
+    return {entry.name for entry in folder.iterdir() if entry.is_file()}
+
+
+def select_files_to_upload(output_dir: str | Path) -> list[str]:
+    """The files of ``output_dir`` that :func:`push_to_hub` uploads, as sorted relative paths.
+
+    Raises:
+        FileNotFoundError: no ``config.json`` or no safetensors weights, or a shard listed in the
+            index is missing.
+    """
+    folder = Path(output_dir)
+    names = _top_level_files(folder)
+    selected = _checkpoint_files(folder, names)
+    selected |= {name for name in _CONFIG_FILES if name in names}
+    # The remote code save_pretrained copied: configuration_*, modeling_*, processing_* and their
+    # relative imports, all top-level `.py` files.
+    selected |= {name for name in names if name.endswith(".py")}
+    if "README.md" in names:
+        selected.add("README.md")
+        for reference in _card_image_references(folder / "README.md"):
+            path = folder / reference
+            if reference.lower().endswith(_IMAGE_SUFFIXES) and path.is_file() and ".." not in Path(reference).parts:
+                selected.add(reference)
+            elif not path.is_file():
+                logger.warning("README.md embeds %s, which is not in %s: the image will be missing", reference, folder)
+
+    unsafe = sorted(n for n in selected if n.endswith(_FORBIDDEN_SUFFIXES) or n in _FORBIDDEN_NAMES)
+    if unsafe:  # cannot happen with the rules above; kept as a guard against future edits
+        raise RuntimeError(f"refusing to upload training state / pickles: {unsafe}")
+    return sorted(selected)
+
+
+def _warn_about_remote_code(folder: Path, names: set[str]) -> None:
+    """trust_remote_code loading needs ``auto_map`` in config.json and the modules it names."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except ValueError:
+        raise ValueError(f"{folder}/config.json is not valid JSON") from None
+    auto_map = config.get("auto_map")
+    if not auto_map:
+        logger.warning(
+            "%s/config.json has no auto_map: the pushed model will not load with trust_remote_code=True "
+            "where hf_dimml is not installed",
+            folder,
+        )
+        return
+    for reference in auto_map.values():
+        for target in reference if isinstance(reference, list) else [reference]:
+            if isinstance(target, str) and "--" not in target:  # "module.Class"; "repo--module.Class" is remote
+                module = target.rsplit(".", 1)[0] + ".py"
+                if module not in names:
+                    logger.warning("config.json auto_map names %s, but %s is not in %s", target, module, folder)
+
+
+def _network_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions meaning 'could not talk to the endpoint', for the HTTP stacks huggingface_hub uses."""
+    types: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    for module_name in ("httpx2", "httpx"):  # huggingface_hub 2.x uses httpx2, 1.x httpx
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        types.append(module.TransportError)
+    try:
+        import requests
+
+        types.append(requests.exceptions.ConnectionError)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def _resolve_token(token: str | None) -> str:
+    resolved = token or get_token()
+    if not resolved:
+        raise ValueError(f"No Hugging Face token found, so nothing can be pushed. {_LOGIN_HELP}")
+    return resolved
+
+
+def _stale_remote_files(remote_files: Iterable[str], uploading: set[str]) -> list[str]:
+    """Remote files from an earlier push that this push replaces (e.g. old shards, renamed plots).
+
+    Only top-level files of the kinds this module uploads are deleted, so files added to the repo
+    by other means (and ``.gitattributes``) stay.
+    """
+    stale = []
+    for path in remote_files:
+        if "/" in path or path in uploading or path == ".gitattributes":
+            continue
+        managed = (
+            path in (WEIGHTS_NAME, WEIGHTS_INDEX_NAME, "README.md", *_CONFIG_FILES)
+            or _SHARD_PATTERN.match(path) is not None
+            or path.endswith(".py")
+            or path.lower().endswith(_IMAGE_SUFFIXES)
+        )
+        if managed:
+            stale.append(path)
+    return sorted(stale)
+
+
+def push_to_hub(
+    output_dir: str | Path,
+    repo_id: str,
+    token: str | None = None,
+    private: bool | None = None,
+    commit_message: str = DEFAULT_COMMIT_MESSAGE,
+    endpoint: str | None = None,
+    *,
+    write_card: bool = True,
+) -> str:
+    """Upload a trained hf_dimml output folder to a Hub model repo; return the commit URL.
+
+    The repo is created if needed (``exist_ok``). With ``write_card`` and a
+    ``training_summary.json`` in the folder, ``README.md`` is (re)generated first: this is the only
+    file written locally, and only after the token and the endpoint have been checked, so a failed
+    push leaves the folder untouched. A second push to the same repo makes a new commit that
+    updates the files and deletes the ones an earlier push uploaded that are no longer part of the
+    checkpoint (e.g. old weight shards).
+
+    Args:
+        output_dir: the folder ``save_pretrained`` / the training script wrote.
+        repo_id: ``"user/name"`` (or ``"name"`` for the token owner's namespace).
+        token: a write token; defaults to ``HF_TOKEN`` or the token stored by ``hf auth login``.
+        private: visibility of a newly created repo (``None``: the Hub's default).
+        commit_message: the commit title.
+        endpoint: the Hub URL; defaults to ``HF_ENDPOINT`` or https://huggingface.co.
+
+    Raises:
+        ValueError: no token found (nothing is sent and nothing written).
+        ConnectionError: the endpoint cannot be reached.
+        PermissionError: the endpoint rejected the token or denied write access.
+        RuntimeError: offline mode (``HF_HUB_OFFLINE=1``) is on.
+        FileNotFoundError: the folder, its weights or its ``config.json`` are missing, or it has neither
+            a ``README.md`` nor a ``training_summary.json`` to build one from.
+    """
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"output folder {folder} does not exist")
+    resolved_endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+    summary_exists = (folder / SUMMARY_FILENAME).is_file()
+    if not summary_exists and not (folder / "README.md").is_file():
+        raise FileNotFoundError(
+            f"{folder} has no README.md and no {SUMMARY_FILENAME} to generate one from: a pushed model needs a card"
+        )
+    names = _top_level_files(folder)
+    _checkpoint_files(folder, names)  # fail on missing weights/config before any network call
+    _warn_about_remote_code(folder, names)
+    if constants.HF_HUB_OFFLINE:
+        raise RuntimeError(
+            f"Cannot push to {resolved_endpoint}: huggingface_hub offline mode is on (HF_HUB_OFFLINE=1). "
+            "Unset HF_HUB_OFFLINE to push."
+        )
+    resolved_token = _resolve_token(token)
+
+    try:
+        from . import __version__ as library_version
+    except ImportError:
+        library_version = None
+    api = HfApi(
+        endpoint=resolved_endpoint, token=resolved_token, library_name="hf_dimml", library_version=library_version
+    )
+    network_errors = _network_error_types()
+    try:
+        repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        full_repo_id = repo_url.repo_id
+        # Card first (it names the embedded images), then the file list.
+        if write_card and summary_exists:
+            write_model_card(folder, repo_id=full_repo_id)
+        files = select_files_to_upload(folder)
+        remote_files = api.list_repo_files(full_repo_id, repo_type="model")
+        operations: list[CommitOperationAdd | CommitOperationDelete] = [
+            CommitOperationDelete(path_in_repo=path) for path in _stale_remote_files(remote_files, set(files))
+        ]
+        operations += [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path)) for path in files]
+        commit = api.create_commit(full_repo_id, operations, commit_message=commit_message, repo_type="model")
+    except OfflineModeIsEnabled as error:
+        raise RuntimeError(f"Cannot push to {resolved_endpoint}: offline mode is on; unset HF_HUB_OFFLINE") from error
+    except network_errors as error:
+        raise ConnectionError(
+            f"Could not reach the Hugging Face Hub at {resolved_endpoint} ({type(error).__name__}: {error}). "
+            "Check the network connection and the HF_ENDPOINT / endpoint setting; nothing was uploaded."
+        ) from error
+    except HfHubHTTPError as error:
+        status = error.response.status_code if error.response is not None else None
+        if status in (401, 403):
+            raise PermissionError(
+                f"{resolved_endpoint} refused the push to {repo_id!r} (HTTP {status}): the token is invalid or "
+                f"lacks write access to that namespace. {_LOGIN_HELP}"
+            ) from error
+        raise
+    logger.info("Pushed %s to %s: %s", folder, full_repo_id, commit.commit_url)
+    return commit.commit_url

@@ -1,0 +1,414 @@
+"""Model cards for trained hf_dimml checkpoints.
+
+The training script writes ``training_summary.json`` into its output folder; this module turns it
+into a Hub model card (``README.md``): YAML metadata with ``model-index`` evaluation results built
+from :class:`huggingface_hub.EvalResult` objects, and text rendered from the Jinja template
+``model_cards/dimml_model_card_template.md`` through :meth:`huggingface_hub.ModelCard.from_template`.
+
+Summary schema (keys other than ``method`` are optional)::
+
+    {"method": "dimml", "method_hyperparameters": {...},
+     "modalities": [{"name": "audio", "kind": "spectrogram", "encoder": "mlp", "input_shape": [1, 13, 20]}, ...],
+     "dataset": {"name": "av_digits", "config": "...", "recipe": {...}, "splits": {"train": 2100, ...}},
+     "training": {"epochs": 30, ...}, "labels": ["zero", ...],
+     "metrics": {"test": {"accuracy": 0.9, "macro_f1": 0.89, "accuracy_audio": 0.85, "accuracy_fusion": 0.88,
+                          "subset_accuracy": {"audio": 0.85, "audio+image": 0.9}}, "validation": {...}},
+     "plot": "training_curves.png", "repo_id": "user/name"}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sysconfig
+import tempfile
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+__all__ = [
+    "CITATIONS",
+    "METHODS",
+    "SUMMARY_FILENAME",
+    "TEMPLATE_ENV_VAR",
+    "TEMPLATE_NAME",
+    "build_model_card",
+    "eval_results_from_summary",
+    "find_model_card_template",
+    "load_training_summary",
+    "write_model_card",
+]
+
+SUMMARY_FILENAME = "training_summary.json"
+TEMPLATE_NAME = "dimml_model_card_template.md"
+TEMPLATE_ENV_VAR = "HF_DIMML_MODEL_CARD_TEMPLATE"  # override the template without editing the package
+
+# `model-index` task id: the Hub has no multimodal-classification task id, and the model-index
+# schema accepts any string for `task.type`.
+TASK_TYPE = "multimodal-classification"
+TASK_NAME = "Multimodal classification"
+
+CITATIONS: dict[str, str] = {
+    "dimml": """@inproceedings{fan2024dimml,
+  title     = {Detached and Interactive Multimodal Learning},
+  author    = {Fan, Yunfeng and Xu, Wenchao and Wang, Haozhao and Liu, Junhong and Guo, Song},
+  booktitle = {Proceedings of the 32nd ACM International Conference on Multimedia (MM '24)},
+  year      = {2024},
+  eprint    = {2407.19514},
+  archivePrefix = {arXiv}
+}""",
+    "mla": """@inproceedings{zhang2024mla,
+  title     = {Multimodal Representation Learning by Alternating Unimodal Adaptation},
+  author    = {Zhang, Xiaohui and Yoon, Jaehong and Bansal, Mohit and Yao, Huaxiu},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  pages     = {27456--27466},
+  year      = {2024},
+  eprint    = {2311.10707},
+  archivePrefix = {arXiv}
+}""",
+    "dmrnet": """@inproceedings{wei2024dmrnet,
+  title     = {Robust Multimodal Learning via Representation Decoupling},
+  author    = {Wei, Shicai and Luo, Yang and Wang, Yuji and Luo, Chunbo},
+  booktitle = {European Conference on Computer Vision (ECCV)},
+  year      = {2024},
+  eprint    = {2407.04458},
+  archivePrefix = {arXiv}
+}""",
+}
+
+# Display name, venue and a short description of every training method the package ships.
+METHODS: dict[str, dict[str, str]] = {
+    "dimml": {
+        "display": "DI-MML",
+        "venue": "Detached and Interactive Multimodal Learning, ACM MM 2024",
+        "description": (
+            "DI-MML trains each modality's encoder with its own, detached objective: a private head, one "
+            "classifier shared by all modalities (fed one modality at a time, which aligns the meaning of "
+            "feature dimensions across modalities) and, from `duc_start_epoch` on, the dimension-decoupled "
+            "unidirectional contrastive (DUC) loss that transfers knowledge on the dimensions one modality "
+            "has learned and another has not. No loss term mixes two encoders' features, so no modality "
+            "dominates another's gradient. A fusion head is then trained on the frozen features (stage 2), "
+            "and a prediction combines the heads available for the sample with certainty-aware logit "
+            "weighting."
+        ),
+    },
+    "mla": {
+        "display": "MLA",
+        "venue": "Multimodal Representation Learning by Alternating Unimodal Adaptation, CVPR 2024",
+        "description": (
+            "MLA replaces joint training with alternating unimodal steps: for every batch, each modality in "
+            "turn updates its own encoder and one head shared by all modalities. The head's weight gradient "
+            "is projected (orthogonal weight modification) so that a modality's step does not erase what "
+            "the head learned from the others. A prediction fuses the shared head's per-modality logits "
+            "with per-sample weights that favour the modality with the lowest entropy."
+        ),
+    },
+    "dmrnet": {
+        "display": "DMRNet",
+        "venue": "Robust Multimodal Learning via Representation Decoupling, ECCV 2024",
+        "description": (
+            "DMRNet trains with modality dropout (each sample keeps a random non-empty subset of its "
+            "modalities) and maps the concatenated features to a Gaussian embedding: training samples from "
+            "it (reparameterisation), inference uses its mean. A KL term regularises the distribution and "
+            "a hard-combination regulariser adds weight to the modality combination with the largest "
+            "variance, which keeps every combination of modalities usable at test time."
+        ),
+    },
+    "joint": {
+        "display": "joint training (baseline)",
+        "venue": "concatenation-fusion baseline",
+        "description": (
+            "Baseline: the encoders' features are concatenated and classified by one linear layer, all "
+            "trained together with a single cross-entropy loss."
+        ),
+    },
+    "unimodal": {
+        "display": "unimodal training (baseline)",
+        "venue": "unimodal-ensemble baseline",
+        "description": (
+            "Baseline: one encoder and head per modality, each trained alone; the multimodal prediction "
+            "ensembles the unimodal heads."
+        ),
+    },
+}
+
+
+def find_model_card_template() -> Path:
+    """Locate ``dimml_model_card_template.md``.
+
+    Looked up, in order: the ``HF_DIMML_MODEL_CARD_TEMPLATE`` environment variable; the top-level
+    ``model_cards/`` folder of a source checkout or editable install; a copy shipped as package data
+    under ``hf_dimml/model_cards/``; and ``<data prefix>/share/hf_dimml/model_cards/``, where
+    setup.cfg's ``[options.data_files]`` installs it (prefix of the environment, or the user scheme).
+    """
+    candidates: list[Path] = []
+    if os.environ.get(TEMPLATE_ENV_VAR):
+        candidates.append(Path(os.environ[TEMPLATE_ENV_VAR]))
+    candidates.append(Path(__file__).resolve().parent.parent / "model_cards" / TEMPLATE_NAME)
+    try:
+        candidates.append(Path(str(resources.files("hf_dimml") / "model_cards" / TEMPLATE_NAME)))
+    except (ModuleNotFoundError, TypeError):  # not importable as a package (e.g. file copied alone)
+        pass
+    # `[options.data_files]` installs: <prefix>/share/... (venv, system) or the user scheme (`pip --user`).
+    for scheme in (None, f"{os.name}_user"):
+        try:
+            data_root = sysconfig.get_path("data") if scheme is None else sysconfig.get_path("data", scheme)
+        except KeyError:  # scheme unknown on this platform
+            continue
+        candidates.append(Path(data_root) / "share" / "hf_dimml" / "model_cards" / TEMPLATE_NAME)
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"model card template {TEMPLATE_NAME} not found; looked in: " + ", ".join(str(c) for c in candidates)
+    )
+
+
+def load_training_summary(output_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read ``<output_dir>/training_summary.json``."""
+    path = Path(output_dir) / SUMMARY_FILENAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the training script writes it at the end of training")
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(summary, dict) or "method" not in summary:
+        raise ValueError(f"{path} is not a training summary (a JSON object with at least a 'method' key)")
+    return summary
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _metric_rows(metrics: Mapping[str, Any], modality_names: list[str]) -> list[tuple[str, str, str, dict | None]]:
+    """``(key, metric_type, label, metric_args)`` for every scalar metric of one split, known ones first."""
+    rows: list[tuple[str, str, str, dict | None]] = []
+    if _is_number(metrics.get("accuracy")):
+        rows.append(("accuracy", "accuracy", "Accuracy (all modalities)", None))
+    if _is_number(metrics.get("macro_f1")):
+        rows.append(("macro_f1", "f1", "Macro F1 (all modalities)", {"average": "macro"}))
+    for name in modality_names:
+        key = f"accuracy_{name}"
+        if _is_number(metrics.get(key)):
+            rows.append((key, "accuracy", f"Accuracy ({name} branch)", None))
+    if _is_number(metrics.get("accuracy_fusion")):
+        rows.append(("accuracy_fusion", "accuracy", "Accuracy (fusion head)", None))
+    known = {row[0] for row in rows}
+    for key, value in metrics.items():  # anything else the trainer reported, under its own name
+        if key not in known and _is_number(value) and key != "loss" and not key.endswith("_loss"):
+            rows.append((key, key, key.replace("_", " "), None))
+    return rows
+
+
+def _split_metrics(summary: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """The summary's metric splits, test first (it is the reported one)."""
+    metrics = summary.get("metrics") or {}
+    order = ["test", "validation"] + sorted(k for k in metrics if k not in ("test", "validation"))
+    return [(split, metrics[split]) for split in order if isinstance(metrics.get(split), Mapping)]
+
+
+def _model_name(summary: Mapping[str, Any], repo_id: str | None) -> str:
+    if repo_id:
+        return repo_id.split("/")[-1]
+    dataset = (summary.get("dataset") or {}).get("name")
+    return f"{summary['method']}-{dataset}" if dataset else f"hf_dimml-{summary['method']}"
+
+
+def eval_results_from_summary(summary: Mapping[str, Any]) -> list[EvalResult]:
+    """One :class:`EvalResult` per reported metric: full-modality accuracy and macro-F1, each
+    modality's accuracy, the fusion head's, and the accuracy for each subset of available modalities
+    (``metric_config`` names the subset), for every split in ``summary["metrics"]``."""
+    dataset = summary.get("dataset") or {}
+    dataset_type = dataset.get("name") or "unknown"
+    dataset_config = dataset.get("config") or None
+    dataset_pretty = f"{dataset_type} ({dataset_config})" if dataset_config else dataset_type
+    modality_names = [m["name"] for m in summary.get("modalities") or []]
+    results: list[EvalResult] = []
+    for split, metrics in _split_metrics(summary):
+        common = dict(
+            task_type=TASK_TYPE,
+            task_name=TASK_NAME,
+            dataset_type=dataset_type,
+            dataset_name=dataset_pretty,
+            dataset_config=dataset_config,
+            dataset_split=split,
+        )
+        for key, metric_type, label, metric_args in _metric_rows(metrics, modality_names):
+            results.append(
+                EvalResult(
+                    **common,
+                    metric_type=metric_type,
+                    metric_value=float(metrics[key]),
+                    metric_name=label,
+                    metric_args=metric_args,
+                )
+            )
+        for subset, value in (metrics.get("subset_accuracy") or {}).items():
+            if _is_number(value):
+                results.append(
+                    EvalResult(
+                        **common,
+                        metric_type="accuracy",
+                        metric_value=float(value),
+                        metric_name=f"Accuracy (inputs: {subset})",
+                        metric_config=subset,
+                    )
+                )
+    return results
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (dict, list, tuple)):
+        return "`" + json.dumps(value) + "`"
+    return str(value)
+
+
+def _format_shape(shape: Any) -> str:
+    if isinstance(shape, (list, tuple)):
+        return "(" + ", ".join(str(s) for s in shape) + ")"
+    return str(shape) if shape is not None else "-"
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.2f} %"
+
+
+def build_model_card(
+    summary: Mapping[str, Any],
+    plot_path: str | None = None,
+    *,
+    repo_id: str | None = None,
+    template_path: str | os.PathLike[str] | None = None,
+) -> ModelCard:
+    """Build the model card of a trained checkpoint from its training summary.
+
+    Args:
+        summary: the content of ``training_summary.json`` (see the module docstring).
+        plot_path: the training-curves image, relative to the repo root (e.g. ``"training_curves.png"``);
+            ``None`` leaves the plot section out. An absolute path is reduced to its file name, which
+            is where :func:`hf_dimml.hub.push_to_hub` uploads it.
+        repo_id: the Hub repo the card is for (used in the loading snippet and as ``model_name``);
+            defaults to ``summary["repo_id"]``.
+        template_path: a Jinja template to use instead of :func:`find_model_card_template`.
+    """
+    method = str(summary["method"])
+    method_info = METHODS.get(method, {"display": method, "venue": "", "description": ""})
+    repo_id = repo_id or summary.get("repo_id")
+    model_name = _model_name(summary, repo_id)
+    modalities = list(summary.get("modalities") or [])
+    modality_names = [m["name"] for m in modalities]
+    dataset = summary.get("dataset") or {}
+    labels = [str(label) for label in summary.get("labels") or []]
+    training = summary.get("training") or {}
+
+    card_data = ModelCardData(
+        library_name="transformers",
+        license="apache-2.0",
+        tags=["hf_dimml", "multimodal", method, "balanced-multimodal-learning", "custom_code", *modality_names],
+        datasets=[dataset["name"]] if dataset.get("name") else None,
+        metrics=["accuracy", "f1"],
+        model_name=model_name,
+        eval_results=eval_results_from_summary(summary) or None,
+    )
+
+    result_splits = []
+    for split, metrics in _split_metrics(summary):
+        rows = [
+            {
+                "label": label,
+                "value": _percent(metrics[key]) if metric_type in ("accuracy", "f1") else _format_value(metrics[key]),
+            }
+            for key, metric_type, label, _ in _metric_rows(metrics, modality_names)
+        ]
+        subsets = [
+            {"label": subset.replace("+", " + "), "value": _percent(value)}
+            for subset, value in (metrics.get("subset_accuracy") or {}).items()
+            if _is_number(value)
+        ]
+        if rows or subsets:
+            result_splits.append({"name": split, "rows": rows, "subsets": subsets})
+
+    if plot_path is not None and os.path.isabs(plot_path):
+        plot_path = os.path.basename(plot_path)
+    other_methods = [name for name in ("dimml", "mla", "dmrnet") if name != method]
+    splits = dataset.get("splits") or {}
+
+    template = Path(template_path) if template_path is not None else find_model_card_template()
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template),
+        model_title=f"{method_info['display']} classifier: {model_name}"
+        if repo_id
+        else f"{method_info['display']} classifier",
+        repo_id=repo_id or "<user>/<model>",
+        method_display=method_info["display"],
+        method_venue=method_info["venue"] or method,
+        method_description=method_info["description"],
+        method_hyperparameters=[
+            (k, _format_value(v)) for k, v in (summary.get("method_hyperparameters") or {}).items()
+        ],
+        modalities=[
+            {
+                "name": m["name"],
+                "kind": m.get("kind", "-"),
+                "encoder": m.get("encoder", "-"),
+                "input_shape": _format_shape(m.get("input_shape")),
+            }
+            for m in modalities
+        ],
+        modality_names=modality_names,
+        dataset_name=dataset.get("name") or "unknown",
+        dataset_config=dataset.get("config"),
+        dataset_recipe=[(k, _format_value(v)) for k, v in (dataset.get("recipe") or {}).items()],
+        dataset_splits=[(k, v) for k, v in splits.items()],
+        labels=labels,
+        num_labels=len(labels) if labels else "?",
+        training=[(k, _format_value(v)) for k, v in training.items()],
+        seed=training.get("seed", "?"),
+        result_splits=result_splits,
+        supports_missing_modalities=any(r["subsets"] for r in result_splits) and len(modalities) > 1,
+        plot_path=plot_path,
+        method_citation=CITATIONS.get(method, ""),
+        other_citations=[CITATIONS[name] for name in other_methods]
+        if method in CITATIONS
+        else list(CITATIONS.values()),
+    )
+
+
+def write_model_card(
+    output_dir: str | os.PathLike[str],
+    *,
+    repo_id: str | None = None,
+    template_path: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Write ``<output_dir>/README.md`` from ``<output_dir>/training_summary.json`` and return its path.
+
+    The plot named by ``summary["plot"]`` is embedded only if that file exists in ``output_dir``.
+    Only ``README.md`` is written, atomically (temporary file + ``os.replace``) so an interrupted
+    write never leaves a truncated card, and only when its content changes.
+    """
+    folder = Path(output_dir)
+    summary = load_training_summary(folder)
+    plot = summary.get("plot")
+    plot_path = plot if isinstance(plot, str) and (folder / plot).is_file() else None
+    card = build_model_card(summary, plot_path, repo_id=repo_id, template_path=template_path)
+    readme = folder / "README.md"
+    content = str(card)
+    if not content.endswith("\n"):
+        content += "\n"
+    if readme.is_file() and readme.read_text(encoding="utf-8") == content:
+        return readme
+    file_descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".README.md.", suffix=".tmp")
+    try:
+        with os.fdopen(file_descriptor, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(content)
+        os.replace(temporary, readme)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+    return readme

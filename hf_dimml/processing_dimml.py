@@ -1,0 +1,1005 @@
+"""Raw-input processor of hf_dimml multimodal classifiers: ``DIMMLProcessor``.
+
+Self-contained on purpose: only the standard library, numpy, torch, PIL and transformers are
+imported, because ``save_pretrained`` copies this file next to a checkpoint so that
+``AutoFeatureExtractor.from_pretrained(path, trust_remote_code=True)`` (or ``AutoProcessor``)
+works where ``hf_dimml`` is not installed. The dataset builders of ``hf_dimml.data`` import the
+audio recipe from here, so training data and a user's raw clip go through one implementation.
+
+Configuration (``preprocessor_config.json``)::
+
+    {"feature_extractor_type": "DIMMLProcessor",
+     "auto_map": {"AutoFeatureExtractor": "processing_dimml.DIMMLProcessor",
+                  "AutoProcessor": "processing_dimml.DIMMLProcessor"},
+     "modalities": [{"name": "audio", "kind": "audio", ...}, {"name": "visual", "kind": "frames", ...}]}
+
+Every modality dict has ``name`` and ``kind``; the other keys depend on the kind and are all
+filled with their defaults at construction (see ``MODALITY_DEFAULTS``), so a saved config states
+the full recipe. Output of one sample, per kind (a batch axis is always added in front):
+
+* ``audio`` ``(1, F, T)``: the pinned recipe of :func:`compute_audio_spectrogram`.
+* ``spectrogram`` ``(1, F, num_frames)``: a precomputed frequency x time array, resized in time.
+* ``image`` ``(C, H, W)``; ``frames`` ``(num_frames, C, H, W)``; ``vector`` ``(dim,)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import math
+import os
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from transformers import BatchFeature, FeatureExtractionMixin
+
+__all__ = [
+    "DIMMLProcessor",
+    "DIMMLTransform",
+    "MODALITY_DEFAULTS",
+    "PROCESSOR_KINDS",
+    "compute_audio_spectrogram",
+    "read_wav",
+    "resample_waveform",
+    "resolve_modality_config",
+    "spectrogram_shape",
+]
+
+logger = logging.getLogger(__name__)
+
+PROCESSOR_KINDS = ("audio", "spectrogram", "image", "frames", "vector")
+
+# Shared by the image and frames kinds.
+_IMAGE_DEFAULTS: dict[str, Any] = {
+    "image_size": 224,  # int (square) or [height, width]; None keeps the input size
+    "channels": 3,
+    "mean": None,  # per-channel list (or one float); None: no normalisation, values stay in [0, 1]
+    "std": None,
+    "value_range": None,  # [low, high] of raw numeric arrays; None: uint8 -> /255, floats already in [0, 1]
+    "interpolation": "bilinear",  # "bilinear" | "bicubic" | "nearest" (antialiased when shrinking)
+    "random_resized_crop": None,  # train only: [min_scale, max_scale] of the crop area, aspect 3/4..4/3
+    "random_flip": False,  # train only: horizontal flip with probability 0.5
+    "flip_inverts_channels": [],  # channels whose sign flips with a horizontal flip (optical-flow u: [0])
+}
+
+#: Default parameters per kind. ``name`` and ``kind`` are always required.
+MODALITY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "audio": {
+        "sampling_rate": 22050,  # target rate of the recipe
+        "duration": 3.0,  # seconds; shorter clips are tiled (or zero-padded), longer ones cropped
+        "short_clip": "tile",  # "tile" | "zero_pad"
+        "n_fft": 512,
+        "hop_length": 353,
+        "win_length": None,  # None -> n_fft
+        "window": "hann",  # periodic Hann, as librosa / scipy get_window("hann")
+        "center": True,
+        "pad_mode": "constant",  # librosa >= 0.10 default for center=True
+        "clip_amplitude": True,  # clip the waveform to [-1, 1] before the STFT (OGM-GE line)
+        "log_offset": 1e-7,  # log(|STFT| + log_offset)
+        "normalize": True,  # per-clip z-score of the log-magnitude spectrogram
+        "normalize_eps": 1e-5,  # (S - mean) / (std + normalize_eps)
+        "resampling": "sinc_lowpass_linear",  # the one method implemented, stated for model cards
+    },
+    "spectrogram": {
+        "num_frames": None,  # required: output time length
+        "n_bins": None,  # optional check of the frequency size F
+        "time_resize": "interpolate",  # "interpolate" (linear) | "tile_crop" (tile, keep the first num_frames)
+        "normalize": False,  # per-sample z-score
+        "normalize_eps": 1e-5,
+    },
+    "image": dict(_IMAGE_DEFAULTS),
+    "frames": {
+        "num_frames": None,  # required: T frames per clip
+        **_IMAGE_DEFAULTS,
+    },
+    "vector": {"dim": None},  # optional check of the feature size D
+}
+
+_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+_RESERVED_NAMES = {"labels", "train", "return_tensors", "is_batched", "sampling_rate", "generator"}
+_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+_PIL_MODE_BY_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+_MAX_AUDIO_CHANNELS = 16
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+# --------------------------------------------------------------------------------------------
+
+
+def _as_size(value: Any, where: str) -> list[int] | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = [int(value), int(value)]
+    if not (
+        isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, np.integer)) for v in value)
+    ):
+        raise ValueError(f"{where}: image_size must be an int or [height, width], got {value!r}")
+    if min(value) < 1:
+        raise ValueError(f"{where}: image_size must be positive, got {value!r}")
+    return [int(v) for v in value]
+
+
+def _as_channel_list(value: Any, channels: int, key: str, where: str) -> list[float] | None:
+    if value is None:
+        return None
+    values = [float(value)] * channels if isinstance(value, (int, float)) else [float(v) for v in value]
+    if len(values) != channels:
+        raise ValueError(f"{where}: {key} needs {channels} values (one per channel), got {value!r}")
+    if key == "std" and min(values) <= 0:
+        raise ValueError(f"{where}: std must be positive, got {value!r}")
+    return values
+
+
+def _positive_int(cfg: dict[str, Any], key: str, where: str, required: bool = False) -> None:
+    value = cfg[key]
+    if value is None and not required:
+        return
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{where}: {key} must be a positive int, got {value!r}")
+    cfg[key] = int(value)
+
+
+def resolve_modality_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate one modality dict and fill in every default of its kind.
+
+    Unknown keys are rejected (a misspelt key would otherwise be silently ignored), tuples become
+    lists, so that the result round-trips through JSON unchanged.
+    """
+    if not isinstance(config, Mapping):
+        raise ValueError(f"a modality config must be a dict, got {type(config).__name__}")
+    name, kind = config.get("name"), config.get("kind")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"modality name must be a Python identifier string, got {name!r}")
+    where = f"modality {name!r}"
+    if name in _RESERVED_NAMES:
+        raise ValueError(f"{where}: the name is reserved ({sorted(_RESERVED_NAMES)})")
+    if kind not in PROCESSOR_KINDS:
+        raise ValueError(f"{where}: kind must be one of {PROCESSOR_KINDS}, got {kind!r}")
+    defaults = MODALITY_DEFAULTS[kind]
+    unknown = sorted(set(config) - set(defaults) - {"name", "kind"})
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown} for kind {kind!r}; allowed: {sorted(defaults)}")
+    cfg: dict[str, Any] = {"name": name, "kind": kind}
+    cfg.update(copy.deepcopy(defaults))
+    cfg.update({k: copy.deepcopy(v) for k, v in config.items() if k not in ("name", "kind")})
+
+    if kind == "audio":
+        for key in ("sampling_rate", "n_fft", "hop_length"):
+            _positive_int(cfg, key, where, required=True)
+        if cfg["win_length"] is None:
+            cfg["win_length"] = cfg["n_fft"]
+        _positive_int(cfg, "win_length", where, required=True)
+        if cfg["win_length"] > cfg["n_fft"]:
+            raise ValueError(f"{where}: win_length {cfg['win_length']} exceeds n_fft {cfg['n_fft']}")
+        if not isinstance(cfg["duration"], (int, float)) or cfg["duration"] <= 0:
+            raise ValueError(f"{where}: duration must be a positive number of seconds, got {cfg['duration']!r}")
+        cfg["duration"] = float(cfg["duration"])
+        if cfg["short_clip"] not in ("tile", "zero_pad"):
+            raise ValueError(f"{where}: short_clip must be 'tile' or 'zero_pad', got {cfg['short_clip']!r}")
+        if cfg["window"] != "hann":
+            raise ValueError(f"{where}: only window='hann' is implemented, got {cfg['window']!r}")
+        if cfg["pad_mode"] not in ("constant", "reflect"):
+            raise ValueError(f"{where}: pad_mode must be 'constant' or 'reflect', got {cfg['pad_mode']!r}")
+        if cfg["resampling"] != "sinc_lowpass_linear":
+            raise ValueError(f"{where}: only resampling='sinc_lowpass_linear' is implemented")
+        if not cfg["center"] and _num_samples(cfg) < cfg["n_fft"]:
+            raise ValueError(f"{where}: duration x sampling_rate is shorter than n_fft")
+        cfg["log_offset"] = float(cfg["log_offset"])
+        cfg["normalize_eps"] = float(cfg["normalize_eps"])
+    elif kind == "spectrogram":
+        _positive_int(cfg, "num_frames", where, required=True)
+        _positive_int(cfg, "n_bins", where)
+        if cfg["time_resize"] not in ("interpolate", "tile_crop"):
+            raise ValueError(f"{where}: time_resize must be 'interpolate' or 'tile_crop', got {cfg['time_resize']!r}")
+        cfg["normalize_eps"] = float(cfg["normalize_eps"])
+    elif kind in ("image", "frames"):
+        if kind == "frames":
+            _positive_int(cfg, "num_frames", where, required=True)
+        _positive_int(cfg, "channels", where, required=True)
+        if cfg["channels"] > 4:
+            raise ValueError(f"{where}: channels must be 1..4, got {cfg['channels']}")
+        cfg["image_size"] = _as_size(cfg["image_size"], where)
+        cfg["mean"] = _as_channel_list(cfg["mean"], cfg["channels"], "mean", where)
+        cfg["std"] = _as_channel_list(cfg["std"], cfg["channels"], "std", where)
+        if (cfg["mean"] is None) != (cfg["std"] is None):
+            raise ValueError(f"{where}: give both mean and std, or neither")
+        if cfg["value_range"] is not None:
+            low, high = (float(v) for v in cfg["value_range"])
+            if not high > low:
+                raise ValueError(
+                    f"{where}: value_range must be [low, high] with high > low, got {cfg['value_range']!r}"
+                )
+            cfg["value_range"] = [low, high]
+        if cfg["interpolation"] not in _INTERPOLATIONS:
+            raise ValueError(f"{where}: interpolation must be one of {_INTERPOLATIONS}, got {cfg['interpolation']!r}")
+        if cfg["random_resized_crop"] is not None:
+            low, high = (float(v) for v in cfg["random_resized_crop"])
+            if not 0 < low <= high <= 1:
+                raise ValueError(f"{where}: random_resized_crop must be [min_scale, max_scale] in (0, 1]")
+            cfg["random_resized_crop"] = [low, high]
+            if cfg["image_size"] is None:
+                raise ValueError(f"{where}: random_resized_crop needs an image_size to resize the crops to")
+        cfg["random_flip"] = bool(cfg["random_flip"])
+        inverted = [int(c) for c in cfg["flip_inverts_channels"]]
+        if any(not 0 <= c < cfg["channels"] for c in inverted):
+            raise ValueError(f"{where}: flip_inverts_channels {inverted} out of range for {cfg['channels']} channels")
+        cfg["flip_inverts_channels"] = inverted
+    elif kind == "vector":
+        _positive_int(cfg, "dim", where)
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# Audio: WAV reading, resampling and the pinned spectrogram recipe
+# --------------------------------------------------------------------------------------------
+
+
+def read_wav(source: str | os.PathLike | bytes) -> tuple[np.ndarray, int]:
+    """Read a RIFF/WAVE file (path or bytes) into ``(channels, n)`` float32 in [-1, 1] and its rate.
+
+    A small ``struct`` chunk parser rather than the stdlib ``wave`` module, because ``wave``
+    (Python < 3.12) rejects IEEE-float and WAVE_FORMAT_EXTENSIBLE files, which many tools write.
+    Supports integer PCM (8/16/24/32 bit) and float (32/64 bit). Raises ``ValueError`` naming the
+    file when it cannot be read or is not such a WAV.
+    """
+    label = "<bytes>" if isinstance(source, (bytes, bytearray)) else os.fspath(source)
+    if isinstance(source, (bytes, bytearray)):
+        data = bytes(source)
+    else:
+        try:
+            with open(source, "rb") as handle:
+                data = handle.read()
+        except OSError as err:
+            raise ValueError(f"cannot read WAV file {label}: {err}") from err
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise ValueError(f"unreadable WAV file {label}: not a RIFF/WAVE file")
+    fmt_chunk, sample_bytes, position = None, None, 12
+    while position + 8 <= len(data):
+        chunk_id = data[position : position + 4]
+        (chunk_size,) = struct.unpack("<I", data[position + 4 : position + 8])
+        body = data[position + 8 : position + 8 + chunk_size]  # a streamed data chunk may be truncated
+        if chunk_id == b"fmt ":
+            fmt_chunk = body
+        elif chunk_id == b"data":
+            sample_bytes = body
+        position += 8 + chunk_size + (chunk_size & 1)  # chunks are word-aligned
+    if fmt_chunk is None or len(fmt_chunk) < 16 or sample_bytes is None:
+        raise ValueError(f"unreadable WAV file {label}: missing 'fmt ' or 'data' chunk")
+    format_tag, channels, rate, _, block_align, bits = struct.unpack("<HHIIHH", fmt_chunk[:16])
+    if format_tag == 0xFFFE and len(fmt_chunk) >= 26:  # WAVE_FORMAT_EXTENSIBLE: real tag in the sub-format GUID
+        (format_tag,) = struct.unpack("<H", fmt_chunk[24:26])
+    if channels < 1 or rate < 1 or block_align < 1:
+        raise ValueError(f"unreadable WAV file {label}: bad header (channels={channels}, rate={rate})")
+    width = block_align // channels
+    frames = len(sample_bytes) // block_align
+    raw = np.frombuffer(sample_bytes[: frames * block_align], dtype=np.uint8).reshape(frames, channels, width)
+    if format_tag == 1 and width == 1:
+        samples = (raw[..., 0].astype(np.float32) - 128.0) / 128.0
+    elif format_tag == 1 and width in (2, 3, 4):
+        # Little-endian signed integers: place the bytes in the top of an int32, then scale.
+        padded = np.zeros((frames, channels, 4), dtype=np.uint8)
+        padded[..., 4 - width :] = raw
+        samples = (padded.view("<i4")[..., 0].astype(np.float64) / 2.0**31).astype(np.float32)
+    elif format_tag == 3 and width in (4, 8):
+        samples = raw.reshape(frames, channels * width).view("<f4" if width == 4 else "<f8").astype(np.float32)
+    else:
+        raise ValueError(f"unreadable WAV file {label}: unsupported format tag {format_tag} with {bits}-bit samples")
+    return np.ascontiguousarray(samples.reshape(frames, channels).T), int(rate)
+
+
+def resample_waveform(waveform: np.ndarray, orig_sampling_rate: int, target_sampling_rate: int) -> np.ndarray:
+    """Resample ``(channels, n)`` (or ``(n,)``) audio to ``round(n * target / orig)`` samples.
+
+    Method (``"sinc_lowpass_linear"``): when downsampling, a Hann-windowed sinc low-pass at the new
+    Nyquist frequency (8 zero crossings each side) removes what would alias; then the signal is
+    linearly interpolated at the output instants ``j * orig / target``. Upsampling is linear
+    interpolation alone. Dependency-free and deterministic; not a polyphase/Kaiser resampler, so
+    it is slightly softer near the new Nyquist frequency than ``librosa``'s default.
+    """
+    squeeze = waveform.ndim == 1
+    signal = np.atleast_2d(np.asarray(waveform, dtype=np.float64))
+    if orig_sampling_rate == target_sampling_rate:
+        out = signal
+    else:
+        ratio = target_sampling_rate / orig_sampling_rate
+        length = signal.shape[-1]
+        if ratio < 1:
+            half = int(math.ceil(8 / ratio))
+            taps = np.arange(-half, half + 1)
+            kernel = np.sinc(ratio * taps) * np.hanning(2 * half + 1)
+            kernel /= kernel.sum()  # unit DC gain
+            signal = np.stack([np.convolve(channel, kernel, mode="full")[half : half + length] for channel in signal])
+        out_length = max(1, int(round(length * ratio)))
+        instants = np.arange(out_length) / ratio
+        grid = np.arange(length)
+        out = np.stack([np.interp(instants, grid, channel) for channel in signal])
+    out = out.astype(np.float32)
+    return out[0] if squeeze else out
+
+
+def _num_samples(recipe: Mapping[str, Any]) -> int:
+    return int(round(recipe["duration"] * recipe["sampling_rate"]))
+
+
+def spectrogram_shape(recipe: Mapping[str, Any]) -> tuple[int, int]:
+    """``(F, T)`` that :func:`compute_audio_spectrogram` returns for an audio modality config."""
+    cfg = resolve_modality_config(
+        {"name": "audio", **{k: v for k, v in recipe.items() if k != "name"}, "kind": "audio"}
+    )
+    n = _num_samples(cfg)
+    frames = 1 + n // cfg["hop_length"] if cfg["center"] else 1 + (n - cfg["n_fft"]) // cfg["hop_length"]
+    return cfg["n_fft"] // 2 + 1, frames
+
+
+def compute_audio_spectrogram(waveform: Any, orig_sampling_rate: int, recipe: Mapping[str, Any]) -> np.ndarray:
+    """The pinned audio recipe: raw waveform -> ``(F, T)`` float32 log-magnitude spectrogram.
+
+    Steps, in order: mono mix (mean over channels; a 2-D input's channel axis is its shorter
+    one) -> resample to ``sampling_rate`` (:func:`resample_waveform`) -> tile (or zero-pad) a
+    shorter clip and crop to its first ``duration`` seconds -> clip to [-1, 1] ->
+    ``torch.stft`` (periodic Hann window ``win_length``, ``n_fft``, ``hop_length``, ``center``
+    with ``pad_mode``) -> ``log(|STFT| + log_offset)`` -> per-clip z-score. The defaults are the
+    OGM-GE line for CREMA-D (22.05 kHz, 3 s, n_fft 512, hop 353: ``(257, 188)``).
+
+    ``recipe`` is an audio modality config (missing keys take their defaults).
+    """
+    cfg = resolve_modality_config(
+        {"name": "audio", **{k: v for k, v in recipe.items() if k != "name"}, "kind": "audio"}
+    )
+    signal = np.asarray(waveform, dtype=np.float32)
+    if signal.ndim == 2:
+        if min(signal.shape) > _MAX_AUDIO_CHANNELS:
+            raise ValueError(
+                f"expected a 1-D waveform or (channels, samples) with at most {_MAX_AUDIO_CHANNELS} channels, "
+                f"got shape {signal.shape}"
+            )
+        signal = signal.mean(axis=int(np.argmin(signal.shape)))
+    if signal.ndim != 1 or signal.size == 0:
+        raise ValueError(f"expected a non-empty 1-D or 2-D waveform, got shape {signal.shape}")
+    if not np.isfinite(signal).all():
+        raise ValueError("the waveform contains NaN or infinite samples")
+    if int(orig_sampling_rate) != cfg["sampling_rate"]:
+        signal = resample_waveform(signal, int(orig_sampling_rate), cfg["sampling_rate"])
+    target = _num_samples(cfg)
+    if signal.size < target:
+        if cfg["short_clip"] == "tile":
+            signal = np.tile(signal, int(math.ceil(target / signal.size)))
+        else:
+            signal = np.pad(signal, (0, target - signal.size))
+    signal = signal[:target]
+    if cfg["clip_amplitude"]:
+        signal = np.clip(signal, -1.0, 1.0)
+    window = torch.hann_window(cfg["win_length"], periodic=True, dtype=torch.float32)
+    stft = torch.stft(
+        torch.from_numpy(np.ascontiguousarray(signal, dtype=np.float32)),
+        n_fft=cfg["n_fft"],
+        hop_length=cfg["hop_length"],
+        win_length=cfg["win_length"],
+        window=window,
+        center=cfg["center"],
+        pad_mode=cfg["pad_mode"],
+        return_complex=True,
+    )
+    spectrogram = torch.log(stft.abs() + cfg["log_offset"])
+    if cfg["normalize"]:
+        spectrogram = (spectrogram - spectrogram.mean()) / (spectrogram.std(unbiased=False) + cfg["normalize_eps"])
+    return spectrogram.numpy().astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Input inspection helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.number, bool, np.bool_))
+
+
+def _numeric_depth(value: Any) -> int | None:
+    """Nesting depth of a nested list of numbers (``[1, 2]`` -> 1), ``None`` when not numeric."""
+    depth = 0
+    while isinstance(value, (list, tuple)):
+        if len(value) == 0:
+            return None
+        value, depth = value[0], depth + 1
+    return depth if _is_number(value) else None
+
+
+def _is_array(value: Any) -> bool:
+    return isinstance(value, (np.ndarray, torch.Tensor))
+
+
+def _is_rate_pair(value: Any) -> bool:
+    """``(waveform, sampling_rate)``: a 2-item tuple/list whose second item is an integer rate."""
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and isinstance(value[1], (int, np.integer))
+        and not isinstance(value[1], (bool, np.bool_))
+        and (_is_array(value[0]) or isinstance(value[0], (list, tuple)))
+    )
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _is_encoded_source(value: Any) -> bool:
+    """A still-encoded file (image or WAV): path, bytes, or a ``datasets`` ``{"bytes", "path"}`` dict."""
+    if isinstance(value, (bytes, bytearray)):
+        return True
+    if isinstance(value, (str, os.PathLike)):
+        return not os.path.isdir(value)
+    return isinstance(value, Mapping) and ("bytes" in value or "path" in value)
+
+
+def _is_image_leaf(value: Any) -> bool:
+    return isinstance(value, Image.Image) or _is_encoded_source(value) or (_is_array(value) and value.ndim in (2, 3))
+
+
+def _describe(value: Any) -> str:
+    if _is_array(value):
+        return f"{type(value).__name__} of shape {tuple(value.shape)}"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__} of length {len(value)}"
+    return type(value).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# The processor
+# --------------------------------------------------------------------------------------------
+
+
+class DIMMLProcessor(FeatureExtractionMixin):
+    r"""Turn raw modality inputs (waveforms, images, frame lists, spectrograms, vectors) into model tensors.
+
+    One processor serves training (through :meth:`make_transform` on a ``datasets.Dataset``) and
+    inference on a raw clip, so both use exactly the same code.
+
+    Args:
+        modalities (`list[dict]`): one dict per modality, ``name`` + ``kind`` + kind parameters
+            (see ``MODALITY_DEFAULTS`` and the module docstring). Missing parameters take defaults;
+            unknown ones raise ``ValueError``.
+
+    Inputs accepted per kind (one sample, or a list of samples for a batch):
+
+    * ``audio``: a ``{"array", "sampling_rate"}`` dict (``datasets`` decoded audio), a
+      ``(waveform, sampling_rate)`` tuple, a WAV path / bytes / ``{"path"|"bytes"}`` dict, or a
+      bare 1-D / ``(channels, n)`` array at ``sampling_rate`` (the call argument, else the
+      recipe's rate). A 2-D array whose shape is exactly the recipe's ``(F, T)`` is taken as an
+      already computed spectrogram of this recipe (what the dataset builders store) and passed
+      through unchanged.
+    * ``spectrogram``: a ``(F, T)`` array (or ``(1, F, T)``).
+    * ``image``: PIL image, array ``(H, W)`` / ``(H, W, C)`` / ``(C, H, W)`` (the channel axis is
+      the one equal to ``channels``, last axis first), path, bytes, or ``{"bytes", "path"}``.
+    * ``frames``: a list of frames (each as for ``image``, or a list of ``channels``
+      single-channel planes, e.g. optical flow ``[u, v]``), an array ``(N, H, W[, C])``, or a
+      directory of image files (sorted by name).
+    * ``vector``: a 1-D array / list of numbers.
+
+    Frame sampling: ``train=True`` draws ``num_frames`` distinct frames at random (sorted, fresh on
+    every call, from ``generator`` or torch's global RNG, which DataLoader workers reseed);
+    ``train=False`` takes uniformly spaced frames, deterministically. Random crops / flips apply in
+    train mode only and are shared by all frames of a clip. Nothing random happens at eval.
+    """
+
+    def __init__(self, modalities: Sequence[Mapping[str, Any]] | None = None, **kwargs: Any) -> None:
+        kwargs.pop("feature_extractor_type", None)
+        super().__init__(**kwargs)
+        if not modalities:
+            raise ValueError("DIMMLProcessor needs a non-empty list of modality configs")
+        resolved = [resolve_modality_config(m) for m in modalities]
+        names = [m["name"] for m in resolved]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate modality name(s): {duplicates}")
+        self.modalities: list[dict[str, Any]] = resolved
+        self._warned_sampling_rate = False
+
+    # -- configuration -------------------------------------------------------------------
+
+    @property
+    def modality_names(self) -> list[str]:
+        return [m["name"] for m in self.modalities]
+
+    @property
+    def model_input_names(self) -> list[str]:
+        """The model inputs this processor produces (the modality names; ``labels`` comes from the data)."""
+        return self.modality_names
+
+    def modality_config(self, name: str) -> dict[str, Any]:
+        """The resolved config dict of modality ``name``."""
+        for cfg in self.modalities:
+            if cfg["name"] == name:
+                return cfg
+        raise KeyError(f"unknown modality {name!r}; this processor has {self.modality_names}")
+
+    def output_shape(self, name: str) -> tuple[int, ...] | None:
+        """Shape of one processed sample of modality ``name`` (``None`` where it depends on the input)."""
+        cfg = self.modality_config(name)
+        kind = cfg["kind"]
+        if kind == "audio":
+            return (1, *spectrogram_shape(cfg))
+        if kind == "spectrogram":
+            return None if cfg["n_bins"] is None else (1, cfg["n_bins"], cfg["num_frames"])
+        if kind in ("image", "frames"):
+            if cfg["image_size"] is None:
+                return None
+            shape = (cfg["channels"], *cfg["image_size"])
+            return shape if kind == "image" else (cfg["num_frames"], *shape)
+        return None if cfg["dim"] is None else (cfg["dim"],)
+
+    def to_dict(self) -> dict[str, Any]:
+        output = {k: copy.deepcopy(v) for k, v in self.__dict__.items() if not k.startswith("_")}
+        output["feature_extractor_type"] = self.__class__.__name__
+        auto_map = output.get("auto_map")
+        if isinstance(auto_map, dict) and "AutoFeatureExtractor" in auto_map:
+            # AutoProcessor reads preprocessor_config.json too: let it find the same class.
+            auto_map.setdefault("AutoProcessor", auto_map["AutoFeatureExtractor"])
+        return output
+
+    # -- transforms for datasets ---------------------------------------------------------
+
+    def make_transform(self, train: bool, label_column: str = "labels") -> DIMMLTransform:
+        """A picklable callable for ``datasets.Dataset.set_transform`` / ``with_transform``."""
+        return DIMMLTransform(self, train=train, label_column=label_column)
+
+    @property
+    def train_transform(self) -> DIMMLTransform:
+        return self.make_transform(train=True)
+
+    @property
+    def eval_transform(self) -> DIMMLTransform:
+        return self.make_transform(train=False)
+
+    # -- main entry point ----------------------------------------------------------------
+
+    def __call__(
+        self,
+        train: bool = False,
+        return_tensors: str = "pt",
+        is_batched: bool | None = None,
+        sampling_rate: int | None = None,
+        generator: torch.Generator | None = None,
+        **raw_modalities: Any,
+    ) -> BatchFeature:
+        """Process one sample or a batch per modality; returns a ``BatchFeature`` of stacked tensors.
+
+        Args:
+            train: training mode (random frame sampling and augmentation) or eval (deterministic).
+            return_tensors: ``"pt"`` (torch) or ``"np"`` (numpy).
+            is_batched: force the reading of every modality as a batch (``True``) or one sample;
+                ``None`` guesses from the input structure (see the class docstring).
+            sampling_rate: rate of bare audio arrays (dicts and WAV files carry their own).
+            generator: ``torch.Generator`` for train-mode randomness (default: torch's global RNG).
+            **raw_modalities: ``name=value`` for any subset of the configured modalities.
+        """
+        if return_tensors not in ("pt", "np"):
+            raise ValueError(f"return_tensors must be 'pt' or 'np', got {return_tensors!r}")
+        if not raw_modalities:
+            raise ValueError(f"no modality given; this processor expects some of {self.modality_names}")
+        unknown = sorted(set(raw_modalities) - set(self.modality_names))
+        if unknown:
+            raise ValueError(f"unknown modality name(s) {unknown}; this processor has {self.modality_names}")
+        outputs: dict[str, Any] = {}
+        batch_sizes: dict[str, int] = {}
+        for name, value in raw_modalities.items():
+            cfg = self.modality_config(name)
+            batched = self._is_batched(value, cfg) if is_batched is None else is_batched
+            samples = self._as_sample_list(value, cfg) if batched else [value]
+            if len(samples) == 0:
+                raise ValueError(f"modality {name!r}: empty batch")
+            tensors = [self._process_sample(sample, cfg, train, sampling_rate, generator) for sample in samples]
+            shapes = {tuple(t.shape) for t in tensors}
+            if len(shapes) > 1:
+                raise ValueError(
+                    f"modality {name!r}: samples processed to different shapes {sorted(shapes)}; "
+                    f"set image_size / num_frames so that every sample has the same shape"
+                )
+            stacked = torch.stack(tensors)
+            outputs[name] = stacked.numpy() if return_tensors == "np" else stacked
+            batch_sizes[name] = len(tensors)
+        if len(set(batch_sizes.values())) > 1:
+            raise ValueError(f"modalities have different batch sizes: {batch_sizes}")
+        return BatchFeature(data=outputs)
+
+    # -- batching ------------------------------------------------------------------------
+
+    @staticmethod
+    def _as_sample_list(value: Any, cfg: Mapping[str, Any]) -> list[Any]:
+        if _is_array(value):
+            return list(value)
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        raise ValueError(f"modality {cfg['name']!r}: a batch must be a list or an array, got {_describe(value)}")
+
+    @staticmethod
+    def _is_batched(value: Any, cfg: Mapping[str, Any]) -> bool:
+        """Guess whether ``value`` is one sample or a batch of samples of this modality."""
+        kind = cfg["kind"]
+        if kind == "audio" and _is_rate_pair(value):
+            return False  # (waveform, sampling_rate)
+        depth = _numeric_depth(value) if isinstance(value, (list, tuple)) else None
+        if _is_array(value) or depth is not None:
+            ndim = value.ndim if _is_array(value) else depth
+            single_ndims = {"audio": (1, 2), "spectrogram": (2,), "image": (2, 3), "frames": (3, 4), "vector": (1,)}[
+                kind
+            ]
+            return ndim not in single_ndims
+        if isinstance(value, (list, tuple)) and value:
+            first = value[0]
+            if kind == "frames":
+                if isinstance(first, (list, tuple)) and _numeric_depth(first) is None:
+                    # A frame given as single-channel planes ([u, v] flow) versus a clip of frames: a plane alone
+                    # cannot be a frame of a 2- or 4-channel modality, so the reading is unambiguous there.
+                    plane = first[0] if first else None
+                    planes_possible = (
+                        cfg["channels"] not in (1, 3)
+                        and len(first) == cfg["channels"]
+                        and not isinstance(plane, (list, tuple))
+                        and not (_is_array(plane) and plane.ndim != 2)
+                    )
+                    return not planes_possible
+                if isinstance(first, (str, os.PathLike)) and os.path.isdir(first):
+                    return True  # a list of clip directories
+                return not _is_image_leaf(first)
+            return True  # a list of samples
+        return False
+
+    # -- per-sample processing -----------------------------------------------------------
+
+    def _process_sample(
+        self,
+        sample: Any,
+        cfg: Mapping[str, Any],
+        train: bool,
+        sampling_rate: int | None,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
+        kind = cfg["kind"]
+        if kind == "audio":
+            return self._process_audio(sample, cfg, sampling_rate)
+        if kind == "spectrogram":
+            return self._process_spectrogram(sample, cfg)
+        if kind == "image":
+            image = self._to_chw(sample, cfg, f"modality {cfg['name']!r}")
+            return self._finish_images([image], cfg, train, generator)[0]
+        if kind == "frames":
+            return self._process_frames(sample, cfg, train, generator)
+        return self._process_vector(sample, cfg)
+
+    def _process_audio(self, sample: Any, cfg: Mapping[str, Any], sampling_rate: int | None) -> torch.Tensor:
+        where = f"modality {cfg['name']!r}"
+        expected = spectrogram_shape(cfg)
+        rate = sampling_rate
+        if isinstance(sample, Mapping) and "array" in sample:
+            waveform, rate = sample["array"], sample.get("sampling_rate", sampling_rate)
+        elif _is_rate_pair(sample):
+            waveform, rate = sample
+        elif _is_encoded_source(sample):  # a WAV path, bytes or {"bytes", "path"} dict
+            source = sample
+            if isinstance(sample, Mapping):
+                source = sample.get("bytes") or sample.get("path")
+            if source is None:
+                raise ValueError(f"{where}: audio dict has neither 'array', 'bytes' nor 'path'")
+            try:
+                waveform, rate = read_wav(source)
+            except ValueError as err:
+                raise ValueError(f"{where}: {err}") from err
+        elif _is_array(sample) or _numeric_depth(sample) is not None:
+            waveform = _to_numpy(sample)
+            if waveform.ndim == 2 and tuple(waveform.shape) == expected:
+                # An already computed spectrogram of this recipe (as the dataset builders store it).
+                return torch.as_tensor(np.asarray(waveform, dtype=np.float32))[None]
+        else:
+            raise ValueError(
+                f"{where}: expected a waveform (array, {{'array', 'sampling_rate'}} dict, (array, rate) tuple, "
+                f"WAV path/bytes) or a precomputed {expected} spectrogram, got {_describe(sample)}"
+            )
+        if rate is None:
+            if not self._warned_sampling_rate:
+                logger.warning(
+                    "%s: no sampling_rate given for a bare waveform; assuming the recipe's %d Hz",
+                    where,
+                    cfg["sampling_rate"],
+                )
+                self._warned_sampling_rate = True
+            rate = cfg["sampling_rate"]
+        array = _to_numpy(waveform)
+        if array.ndim not in (1, 2) or array.size == 0:
+            raise ValueError(f"{where}: expected a 1-D or (channels, samples) waveform, got shape {array.shape}")
+        if array.ndim == 2 and min(array.shape) > _MAX_AUDIO_CHANNELS:
+            raise ValueError(
+                f"{where}: a 2-D input must be (channels, samples) with at most {_MAX_AUDIO_CHANNELS} channels "
+                f"or a precomputed spectrogram of shape {expected}; got shape {array.shape}"
+            )
+        try:
+            spectrogram = compute_audio_spectrogram(array, int(rate), cfg)
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from err
+        return torch.from_numpy(spectrogram)[None]
+
+    @staticmethod
+    def _process_spectrogram(sample: Any, cfg: Mapping[str, Any]) -> torch.Tensor:
+        where = f"modality {cfg['name']!r}"
+        if not (_is_array(sample) or _numeric_depth(sample) is not None):
+            raise ValueError(f"{where}: expected a (frequency, time) array, got {_describe(sample)}")
+        array = _to_numpy(sample).astype(np.float32)
+        if array.ndim == 3 and array.shape[0] == 1:
+            array = array[0]
+        if array.ndim != 2 or array.size == 0:
+            raise ValueError(f"{where}: expected a 2-D (frequency, time) array, got shape {array.shape}")
+        if cfg["n_bins"] is not None and array.shape[0] != cfg["n_bins"]:
+            hint = " (transposed? the layout is (frequency, time))" if array.shape[1] == cfg["n_bins"] else ""
+            raise ValueError(f"{where}: expected {cfg['n_bins']} frequency bins, got shape {array.shape}{hint}")
+        if not np.isfinite(array).all():
+            raise ValueError(f"{where}: the spectrogram contains NaN or infinite values")
+        tensor = torch.from_numpy(array)
+        num_frames = cfg["num_frames"]
+        if tensor.shape[1] != num_frames:
+            if cfg["time_resize"] == "interpolate":
+                tensor = F.interpolate(tensor[None], size=num_frames, mode="linear", align_corners=False)[0]
+            else:
+                repeats = int(math.ceil(num_frames / tensor.shape[1]))
+                tensor = tensor.repeat(1, repeats)[:, :num_frames]
+        if cfg["normalize"]:
+            tensor = (tensor - tensor.mean()) / (tensor.std(unbiased=False) + cfg["normalize_eps"])
+        return tensor.contiguous()[None]
+
+    @staticmethod
+    def _process_vector(sample: Any, cfg: Mapping[str, Any]) -> torch.Tensor:
+        where = f"modality {cfg['name']!r}"
+        if not (_is_array(sample) or _numeric_depth(sample) is not None or _is_number(sample)):
+            raise ValueError(f"{where}: expected a 1-D numeric vector, got {_describe(sample)}")
+        array = _to_numpy(sample).astype(np.float32)
+        if array.ndim != 1:
+            raise ValueError(f"{where}: expected a 1-D vector, got shape {array.shape}")
+        if cfg["dim"] is not None and array.shape[0] != cfg["dim"]:
+            raise ValueError(f"{where}: expected a vector of length dim={cfg['dim']}, got length {array.shape[0]}")
+        if not np.isfinite(array).all():
+            raise ValueError(f"{where}: the vector contains NaN or infinite values")
+        return torch.from_numpy(array)
+
+    # -- images and frames ---------------------------------------------------------------
+
+    @staticmethod
+    def _open_image(value: Any, where: str) -> Image.Image:
+        source = value
+        if isinstance(value, Mapping):
+            source = value.get("bytes") or value.get("path")
+            if source is None:
+                raise ValueError(f"{where}: image dict has neither 'bytes' nor 'path'")
+        label = "<bytes>" if isinstance(source, (bytes, bytearray)) else os.fspath(source)
+        try:
+            image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+            image.load()
+        except (OSError, ValueError, Image.DecompressionBombError) as err:
+            raise ValueError(f"{where}: cannot read image {label}: {err}") from err
+        return image
+
+    @classmethod
+    def _to_chw(cls, value: Any, cfg: Mapping[str, Any], where: str) -> torch.Tensor:
+        """One image (or a list of single-channel planes) -> float tensor (C, H, W) in [0, 1]."""
+        channels = cfg["channels"]
+        if isinstance(value, (list, tuple)) and _numeric_depth(value) is None:
+            if len(value) != channels or channels == 1:
+                raise ValueError(
+                    f"{where}: a frame given as planes needs {channels} single-channel images, got {len(value)}"
+                )
+            planes = [cls._to_chw(plane, {**cfg, "channels": 1}, where) for plane in value]
+            if len({tuple(p.shape) for p in planes}) > 1:
+                raise ValueError(
+                    f"{where}: the planes of a frame differ in size: {[tuple(p.shape[1:]) for p in planes]}"
+                )
+            return torch.cat(planes)
+        if _is_encoded_source(value):
+            value = cls._open_image(value, where)
+        if isinstance(value, Image.Image):
+            if value.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                array = np.asarray(value).astype(np.float32)  # high bit-depth: scaled by value_range below
+            else:
+                mode = _PIL_MODE_BY_CHANNELS[channels]
+                if channels == 2 and value.mode not in ("LA", "La"):
+                    raise ValueError(
+                        f"{where}: a 2-channel image must be PIL mode 'LA' or given as planes, got {value.mode!r}"
+                    )
+                array = np.asarray(value.convert(mode))
+            if array.ndim == 2:
+                array = array[:, :, None]
+            array = array.transpose(2, 0, 1)
+        elif _is_array(value) or _numeric_depth(value) is not None:
+            array = _to_numpy(value)
+            if array.ndim == 2:
+                array = array[None]
+            elif array.ndim == 3:
+                if array.shape[-1] == channels or (channels == 3 and array.shape[-1] == 1 and array.shape[0] != 1):
+                    array = array.transpose(2, 0, 1)  # (H, W, C), the numpy / PIL convention, wins ties
+                elif not (array.shape[0] == channels or (channels == 3 and array.shape[0] == 1)):
+                    raise ValueError(
+                        f"{where}: expected (H, W), (H, W, {channels}) or ({channels}, H, W), got shape {array.shape}"
+                    )
+            else:
+                raise ValueError(f"{where}: expected an image array (H, W[, C]) or (C, H, W), got shape {array.shape}")
+        else:
+            raise ValueError(
+                f"{where}: expected an image (PIL, array, path, bytes or {{'bytes','path'}} dict), "
+                f"got {_describe(value)}"
+            )
+        tensor = cls._scale_to_unit(array, cfg, where)
+        if tensor.shape[0] == 1 and channels == 3:
+            tensor = tensor.expand(3, -1, -1)  # grey image for an RGB modality: replicate
+        if tensor.shape[0] != channels:
+            raise ValueError(f"{where}: expected {channels} channel(s), got {tensor.shape[0]}")
+        if min(tensor.shape[1:]) < 1:
+            raise ValueError(f"{where}: empty image of shape {tuple(tensor.shape)}")
+        return tensor
+
+    @staticmethod
+    def _scale_to_unit(array: np.ndarray, cfg: Mapping[str, Any], where: str) -> torch.Tensor:
+        value_range = cfg["value_range"]
+        if array.dtype == np.bool_:
+            array = array.astype(np.float32)
+        if value_range is not None:
+            low, high = value_range
+            scaled = (array.astype(np.float32) - low) / (high - low)
+            scaled = np.clip(scaled, 0.0, 1.0)
+        elif array.dtype == np.uint8:
+            scaled = array.astype(np.float32) / 255.0
+        elif np.issubdtype(array.dtype, np.integer):
+            if array.size and (array.min() < 0 or array.max() > 255):
+                raise ValueError(
+                    f"{where}: integer pixels outside 0..255 ({array.min()}..{array.max()}); set value_range"
+                )
+            scaled = array.astype(np.float32) / 255.0
+        else:
+            scaled = array.astype(np.float32)
+            if not np.isfinite(scaled).all():
+                raise ValueError(f"{where}: the image contains NaN or infinite values")
+            if scaled.size and (scaled.min() < -1e-3 or scaled.max() > 1 + 1e-3):
+                raise ValueError(
+                    f"{where}: float pixels must lie in [0, 1] (got {scaled.min():.3g}..{scaled.max():.3g}); "
+                    f"set value_range=[low, high] in the modality config"
+                )
+            scaled = np.clip(scaled, 0.0, 1.0)
+        return torch.from_numpy(np.ascontiguousarray(scaled))
+
+    @staticmethod
+    def _crop_box(
+        height: int, width: int, scale: Sequence[float], generator: torch.Generator | None
+    ) -> tuple[int, int, int, int]:
+        """Random-resized-crop box (top, left, h, w), torchvision's algorithm (aspect ratio 3/4..4/3)."""
+        area = height * width
+        log_ratio = (math.log(3 / 4), math.log(4 / 3))
+        for _ in range(10):
+            target_area = area * float(torch.empty(1).uniform_(scale[0], scale[1], generator=generator))
+            aspect = math.exp(float(torch.empty(1).uniform_(*log_ratio, generator=generator)))
+            w = int(round(math.sqrt(target_area * aspect)))
+            h = int(round(math.sqrt(target_area / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
+                left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
+                return top, left, h, w
+        side = min(height, width)  # fallback: central square crop
+        return (height - side) // 2, (width - side) // 2, side, side
+
+    @classmethod
+    def _finish_images(
+        cls, images: list[torch.Tensor], cfg: Mapping[str, Any], train: bool, generator: torch.Generator | None
+    ) -> list[torch.Tensor]:
+        """Crop (train), resize, flip (train) and normalise; the random draws are shared by all images."""
+        crop = train and cfg["random_resized_crop"] is not None
+        flip = train and cfg["random_flip"] and bool(torch.rand(1, generator=generator) < 0.5)
+        box_fraction = None
+        if crop:
+            height, width = images[0].shape[1:]
+            top, left, h, w = cls._crop_box(height, width, cfg["random_resized_crop"], generator)
+            box_fraction = (top / height, left / width, h / height, w / width)
+        finished = []
+        for image in images:
+            if box_fraction is not None:
+                height, width = image.shape[1:]
+                top, left = int(round(box_fraction[0] * height)), int(round(box_fraction[1] * width))
+                h = max(1, min(height - top, int(round(box_fraction[2] * height))))
+                w = max(1, min(width - left, int(round(box_fraction[3] * width))))
+                image = image[:, top : top + h, left : left + w]
+            size = cfg["image_size"]
+            if size is not None and tuple(image.shape[1:]) != tuple(size):
+                mode = cfg["interpolation"]
+                extra = {} if mode == "nearest" else {"align_corners": False, "antialias": True}
+                image = F.interpolate(image[None], size=tuple(size), mode=mode, **extra)[0]
+                if mode == "bicubic":
+                    image = image.clamp(0.0, 1.0)  # bicubic overshoots
+            if flip:
+                image = image.flip(-1)
+                if cfg["flip_inverts_channels"]:
+                    image = image.clone()
+                    for channel in cfg["flip_inverts_channels"]:
+                        image[channel] = 1.0 - image[channel]  # e.g. horizontal flow changes sign
+            if cfg["mean"] is not None:
+                mean = torch.tensor(cfg["mean"], dtype=torch.float32)[:, None, None]
+                std = torch.tensor(cfg["std"], dtype=torch.float32)[:, None, None]
+                image = (image - mean) / std
+            finished.append(image.contiguous().float())
+        return finished
+
+    @staticmethod
+    def _clip_frames(value: Any, cfg: Mapping[str, Any], where: str) -> list[Any]:
+        """The frames of one clip as a list (not yet decoded)."""
+        if isinstance(value, (str, os.PathLike)):
+            if not os.path.isdir(value):
+                raise ValueError(f"{where}: frame directory {os.fspath(value)} does not exist")
+            names = sorted(n for n in os.listdir(value) if n.lower().endswith(_IMAGE_EXTENSIONS))
+            return [os.path.join(value, n) for n in names]
+        if _is_array(value) or _numeric_depth(value) is not None:
+            array = _to_numpy(value)
+            if array.ndim == 3 and cfg["channels"] != 1:
+                raise ValueError(
+                    f"{where}: a 3-D frame array is (N, H, W) and needs channels=1, got shape {array.shape}"
+                )
+            if array.ndim not in (3, 4):
+                raise ValueError(
+                    f"{where}: expected frames (N, H, W[, C]) or a list of frames, got shape {array.shape}"
+                )
+            return list(array)
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        raise ValueError(f"{where}: expected a list of frames, a frame array or a directory, got {_describe(value)}")
+
+    def _process_frames(
+        self, sample: Any, cfg: Mapping[str, Any], train: bool, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        where = f"modality {cfg['name']!r}"
+        frames = self._clip_frames(sample, cfg, where)
+        available, wanted = len(frames), cfg["num_frames"]
+        if available < wanted:
+            raise ValueError(f"{where}: the clip has {available} frame(s), fewer than num_frames={wanted}")
+        if train:
+            # Fresh draw on every call: the RNG is never reseeded here (the reference froze it per item).
+            indices = sorted(torch.randperm(available, generator=generator)[:wanted].tolist())
+        else:
+            indices = [int((i + 0.5) * available / wanted) for i in range(wanted)]
+        images = [self._to_chw(frames[i], cfg, f"{where} frame {i}") for i in indices]
+        return torch.stack(self._finish_images(images, cfg, train, generator))
+
+
+class DIMMLTransform:
+    """``datasets`` transform: a batch dict of columns -> processed modality tensors + ``labels``.
+
+    Columns named like the processor's modalities are processed (the others are dropped); the
+    label column becomes ``labels`` (int64). Picklable, so it works in DataLoader workers.
+    """
+
+    def __init__(self, processor: DIMMLProcessor, train: bool, label_column: str = "labels") -> None:
+        self.processor = processor
+        self.train = train
+        self.label_column = label_column
+
+    def __call__(self, batch: Mapping[str, Sequence[Any]]) -> dict[str, Any]:
+        inputs = {name: batch[name] for name in self.processor.modality_names if name in batch}
+        if not inputs:
+            raise ValueError(
+                f"none of the processor's modalities {self.processor.modality_names} is a column of the batch "
+                f"(columns: {sorted(batch)})"
+            )
+        outputs: dict[str, Any] = dict(self.processor(train=self.train, is_batched=True, **inputs))
+        if self.label_column in batch:
+            outputs["labels"] = torch.as_tensor(np.asarray(batch[self.label_column]), dtype=torch.long)
+        return outputs
+
+    def __repr__(self) -> str:
+        return f"DIMMLTransform(train={self.train}, modalities={self.processor.modality_names})"
+
+
+# `save_pretrained` copies this file next to the config and writes `auto_map`, so the processor
+# loads with trust_remote_code=True where hf_dimml is not installed.
+DIMMLProcessor.register_for_auto_class("AutoFeatureExtractor")

@@ -1,0 +1,427 @@
+"""Tests of ``hf_dimml.processing_dimml``: config, audio recipe, per-kind processing, sampling, save/load."""
+
+from __future__ import annotations
+
+import ast
+import io
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the layouts_ helpers, whatever the import mode
+
+from layouts_writers import write_float_wav, write_wav
+
+from hf_dimml.processing_dimml import (
+    DIMMLProcessor,
+    compute_audio_spectrogram,
+    read_wav,
+    resample_waveform,
+    resolve_modality_config,
+    spectrogram_shape,
+)
+
+PROCESSOR_FILE = Path(__file__).resolve().parents[1] / "hf_dimml" / "processing_dimml.py"
+TINY_AUDIO_MODALITY = {
+    "name": "audio",
+    "kind": "audio",
+    "sampling_rate": 8000,
+    "duration": 0.125,
+    "n_fft": 64,
+    "hop_length": 32,
+}
+
+
+def frame_clip(count: int, size: tuple[int, int] = (6, 8)) -> list[Image.Image]:
+    """Frames whose constant grey level encodes their index (frame i has value 10 * i)."""
+    return [Image.fromarray(np.full((*size, 3), 10 * i, dtype=np.uint8)) for i in range(count)]
+
+
+def frame_indices(frames: torch.Tensor) -> list[int]:
+    """Recover the source frame indices from a processed clip (T, C, H, W) of `frame_clip` (no mean/std)."""
+    return [int(round(float(frame.mean()) * 255 / 10)) for frame in frames]
+
+
+@pytest.fixture()
+def av_processor() -> DIMMLProcessor:
+    return DIMMLProcessor(
+        modalities=[
+            TINY_AUDIO_MODALITY,
+            {
+                "name": "visual",
+                "kind": "frames",
+                "num_frames": 3,
+                "image_size": 8,
+                "mean": [0.5, 0.5, 0.5],
+                "std": [0.25, 0.25, 0.25],
+                "random_flip": True,
+                "random_resized_crop": [0.3, 1.0],
+            },
+            {"name": "mfcc", "kind": "spectrogram", "num_frames": 10, "n_bins": 13},
+            {"name": "tab", "kind": "vector", "dim": 4},
+        ]
+    )
+
+
+# -- configuration -------------------------------------------------------------------------
+
+
+def test_config_is_filled_with_defaults_and_json_ready() -> None:
+    cfg = resolve_modality_config(
+        {"name": "visual", "kind": "frames", "num_frames": 2, "image_size": (16, 24), "mean": 0.5, "std": 0.5}
+    )
+    assert cfg["image_size"] == [16, 24]
+    assert cfg["mean"] == [0.5, 0.5, 0.5] and cfg["channels"] == 3
+    assert cfg["random_flip"] is False and cfg["random_resized_crop"] is None
+    audio = resolve_modality_config({"name": "audio", "kind": "audio"})
+    assert (audio["sampling_rate"], audio["n_fft"], audio["hop_length"], audio["win_length"]) == (22050, 512, 353, 512)
+    assert spectrogram_shape(audio) == (257, 188)  # the OGM-GE CREMA-D recipe: 3 s at 22.05 kHz
+    assert resolve_modality_config(cfg) == cfg  # idempotent, so save/load round-trips exactly
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"name": "a", "kind": "video"}, "kind must be one of"),
+        ({"name": "a", "kind": "image", "imagesize": 3}, "unknown key"),
+        ({"name": "a", "kind": "frames"}, "num_frames"),
+        ({"name": "labels", "kind": "vector"}, "reserved"),
+        ({"name": "a b", "kind": "vector"}, "identifier"),
+        ({"name": "a", "kind": "image", "mean": [0.5, 0.5]}, "mean needs 3 values"),
+        ({"name": "a", "kind": "image", "mean": [0.5] * 3}, "both mean and std"),
+        ({"name": "a", "kind": "audio", "win_length": 1024}, "exceeds n_fft"),
+        ({"name": "a", "kind": "image", "image_size": None, "random_resized_crop": [0.5, 1]}, "needs an image_size"),
+        ({"name": "a", "kind": "spectrogram", "num_frames": 4, "time_resize": "stretch"}, "time_resize"),
+    ],
+)
+def test_bad_config_raises(config: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DIMMLProcessor(modalities=[config])
+
+
+def test_duplicate_modality_names_raise() -> None:
+    with pytest.raises(ValueError, match="duplicate"):
+        DIMMLProcessor(modalities=[{"name": "a", "kind": "vector"}, {"name": "a", "kind": "image"}])
+
+
+# -- audio recipe --------------------------------------------------------------------------
+
+
+def test_read_wav_formats(tmp_path: Path) -> None:
+    for width in (1, 2, 3):
+        samples, rate = read_wav(write_wav(tmp_path / f"w{width}.wav", rate=8000, channels=2, sample_width=width))
+        assert rate == 8000 and samples.shape == (2, 800) and samples.dtype == np.float32
+        expected = 0.5 * np.sin(2 * np.pi * 440 * np.arange(800) / 8000)
+        np.testing.assert_allclose(samples[0], expected, atol=1.5 / 127 if width == 1 else 1e-4)
+    tone = np.linspace(-0.5, 0.5, 100, dtype=np.float32)
+    float_samples, float_rate = read_wav(write_float_wav(tmp_path / "f.wav", tone, 12000))
+    assert float_rate == 12000
+    np.testing.assert_array_equal(float_samples[0], tone)
+
+
+def test_read_wav_rejects_garbage(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not a wav at all")
+    with pytest.raises(ValueError, match="bad.wav"):
+        read_wav(bad)
+
+
+def test_resampling_keeps_the_band_and_removes_aliases() -> None:
+    t = np.arange(16000) / 16000
+    kept = resample_waveform(np.sin(2 * np.pi * 1000 * t), 16000, 8000)
+    aliased = resample_waveform(np.sin(2 * np.pi * 7000 * t), 16000, 8000)  # above the new Nyquist (4 kHz)
+    assert kept.shape == (8000,)
+    assert 0.6 < np.abs(kept[100:-100]).max() <= 1.01
+    assert np.abs(aliased[100:-100]).max() < 0.05
+    up = resample_waveform(np.stack([np.sin(2 * np.pi * 100 * t)] * 2), 16000, 22050)
+    assert up.shape == (2, 22050)
+
+
+def test_audio_recipe_peak_bin_normalisation_and_inputs(tmp_path: Path) -> None:
+    rate, frequency = 8000, 1000.0
+    wave_path = write_wav(tmp_path / "tone.wav", seconds=0.05, rate=rate, frequency=frequency, channels=2)
+    waveform, _ = read_wav(wave_path)
+    spectrogram = compute_audio_spectrogram(waveform, rate, TINY_AUDIO_MODALITY)
+    assert spectrogram.shape == spectrogram_shape(TINY_AUDIO_MODALITY) == (33, 32)
+    assert abs(spectrogram.mean()) < 1e-4 and abs(spectrogram.std() - 1) < 1e-3  # per-clip z-score
+    assert int(spectrogram.mean(axis=1).argmax()) == round(frequency / rate * 64)  # the tone's STFT bin
+    processor = DIMMLProcessor(modalities=[TINY_AUDIO_MODALITY])
+    as_path = processor(audio=str(wave_path))["audio"]
+    as_dict = processor(audio={"array": waveform, "sampling_rate": rate})["audio"]
+    as_pair = processor(audio=(waveform.T, rate))["audio"]  # (n, channels) is accepted too
+    as_precomputed = processor(audio=spectrogram)["audio"]  # what the builders store passes through
+    assert as_path.shape == (1, 1, 33, 32)
+    for other in (as_dict, as_pair, as_precomputed):
+        torch.testing.assert_close(other, as_path, atol=1e-5, rtol=0)
+
+
+def test_audio_from_another_rate_is_resampled_before_the_stft() -> None:
+    t16 = np.arange(2000) / 16000
+    t8 = np.arange(1000) / 8000
+    processor = DIMMLProcessor(modalities=[TINY_AUDIO_MODALITY])
+    high = processor(audio={"array": np.sin(2 * np.pi * 500 * t16), "sampling_rate": 16000})["audio"]
+    native = processor(audio=np.sin(2 * np.pi * 500 * t8), sampling_rate=8000)["audio"]
+    correlation = np.corrcoef(high.flatten().numpy(), native.flatten().numpy())[0, 1]
+    assert correlation > 0.98  # same spectrogram up to resampling error in the low-energy bins
+
+
+# -- spectrogram, image, vector ------------------------------------------------------------
+
+
+def test_spectrogram_kind_resizes_time() -> None:
+    mfcc = np.arange(13 * 5, dtype=np.float32).reshape(13, 5)
+    tile = DIMMLProcessor(
+        modalities=[{"name": "m", "kind": "spectrogram", "num_frames": 12, "time_resize": "tile_crop"}]
+    )
+    tiled = tile(m=mfcc)["m"][0, 0]
+    assert tiled.shape == (13, 12)
+    np.testing.assert_array_equal(tiled[:, 5:10].numpy(), mfcc)
+    interpolate = DIMMLProcessor(modalities=[{"name": "m", "kind": "spectrogram", "num_frames": 3, "normalize": True}])
+    out = interpolate(m=[mfcc, mfcc.tolist()])["m"]
+    assert out.shape == (2, 1, 13, 3) and abs(float(out[0].mean())) < 1e-5
+
+
+def test_image_layouts_agree() -> None:
+    processor = DIMMLProcessor(
+        modalities=[{"name": "image", "kind": "image", "image_size": None, "mean": 0.5, "std": 0.5}]
+    )
+    hwc = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    reference = processor(image=hwc)["image"]
+    assert reference.shape == (1, 3, 5, 7)
+    for variant in (Image.fromarray(hwc), hwc.transpose(2, 0, 1), hwc.astype(np.float32) / 255, torch.from_numpy(hwc)):
+        torch.testing.assert_close(processor(image=variant)["image"], reference, atol=1e-5, rtol=0)
+    buffer = io.BytesIO()
+    Image.fromarray(hwc).save(buffer, format="PNG")
+    torch.testing.assert_close(processor(image={"bytes": buffer.getvalue(), "path": None})["image"], reference)
+    torch.testing.assert_close(float(reference.min()), (float(hwc.min()) / 255 - 0.5) / 0.5, atol=1e-5, rtol=0)
+
+
+def test_grey_image_with_value_range_and_resize() -> None:
+    processor = DIMMLProcessor(
+        modalities=[{"name": "digit", "kind": "image", "channels": 1, "image_size": 4, "value_range": [0, 16]}]
+    )
+    digit = np.full((8, 8), 16.0)
+    out = processor(digit=[digit, digit / 2])["digit"]
+    assert out.shape == (2, 1, 4, 4)
+    torch.testing.assert_close(out[:, 0, 0, 0], torch.tensor([1.0, 0.5]))
+
+
+def test_vector_kind() -> None:
+    processor = DIMMLProcessor(modalities=[{"name": "tab", "kind": "vector", "dim": 3}])
+    assert processor(tab=[1, 2, 3])["tab"].shape == (1, 3)
+    assert processor(tab=np.ones((4, 3)))["tab"].dtype == torch.float32
+    assert processor(tab=np.ones((4, 3)), return_tensors="np")["tab"].shape == (4, 3)
+
+
+# -- frames: sampling and augmentation ------------------------------------------------------
+
+
+def test_eval_frames_are_uniform_and_deterministic() -> None:
+    processor = DIMMLProcessor(
+        modalities=[
+            {
+                "name": "v",
+                "kind": "frames",
+                "num_frames": 3,
+                "image_size": [6, 8],
+                "random_flip": True,
+                "random_resized_crop": [0.2, 1.0],
+            }
+        ]
+    )
+    clip = frame_clip(10)
+    first = processor(v=clip)["v"]
+    assert first.shape == (1, 3, 3, 6, 8)
+    assert frame_indices(first[0]) == [1, 5, 8]  # centres of three equal segments
+    for _ in range(3):
+        torch.testing.assert_close(processor(v=clip)["v"], first, atol=0, rtol=0)
+
+
+def test_train_frames_are_fresh_sorted_random_draws() -> None:
+    processor = DIMMLProcessor(modalities=[{"name": "v", "kind": "frames", "num_frames": 3, "image_size": None}])
+    clip = frame_clip(10)
+    draws = [frame_indices(processor(train=True, v=clip)["v"][0]) for _ in range(12)]
+    assert all(d == sorted(d) and len(set(d)) == 3 for d in draws)
+    assert len({tuple(d) for d in draws}) > 3  # never frozen to one choice
+    generator = torch.Generator().manual_seed(7)
+    with_seed = [frame_indices(processor(train=True, generator=generator, v=clip)["v"][0]) for _ in range(2)]
+    generator.manual_seed(7)
+    assert [frame_indices(processor(train=True, generator=generator, v=clip)["v"][0]) for _ in range(2)] == with_seed
+
+
+def test_train_augmentation_is_shared_by_the_frames_of_a_clip() -> None:
+    processor = DIMMLProcessor(
+        modalities=[
+            {
+                "name": "v",
+                "kind": "frames",
+                "num_frames": 2,
+                "image_size": 8,
+                "random_flip": True,
+                "random_resized_crop": [0.2, 0.5],
+            }
+        ]
+    )
+    ramp = np.tile(np.arange(16, dtype=np.uint8) * 16, (16, 1))
+    clip = [np.stack([ramp] * 3, axis=-1)] * 2
+    outputs = [processor(train=True, v=clip)["v"][0] for _ in range(8)]
+    assert all(torch.equal(o[0], o[1]) for o in outputs)  # same crop and flip on both frames
+    assert len({round(float(o[0, 0, 0, 0]), 4) for o in outputs}) > 1  # but a new draw per call
+
+
+def test_flow_planes_and_flip_inverts_u() -> None:
+    processor = DIMMLProcessor(
+        modalities=[
+            {
+                "name": "flow",
+                "kind": "frames",
+                "num_frames": 2,
+                "channels": 2,
+                "image_size": None,
+                "random_flip": True,
+                "flip_inverts_channels": [0],
+            }
+        ]
+    )
+    u = Image.fromarray(np.full((4, 4), 51, dtype=np.uint8))  # 0.2
+    v = Image.fromarray(np.full((4, 4), 204, dtype=np.uint8))  # 0.8
+    clip = [[u, v]] * 3
+    evaluated = processor(flow=clip)["flow"]
+    assert evaluated.shape == (1, 2, 2, 4, 4)
+    torch.testing.assert_close(evaluated[0, 0, :, 0, 0], torch.tensor([0.2, 0.8]))
+    seen = {round(float(processor(train=True, flow=clip)["flow"][0, 0, 0, 0, 0]), 3) for _ in range(16)}
+    assert seen == {0.2, 0.8}  # u flips sign (1 - u) exactly when the frame is flipped
+    batch = processor(flow=[clip, clip])["flow"]
+    assert batch.shape == (2, 2, 2, 4, 4)
+
+
+def test_frames_from_a_directory(tmp_path: Path) -> None:
+    for i, image in enumerate(frame_clip(4)):
+        image.save(tmp_path / f"{i:03d}.png")
+    processor = DIMMLProcessor(modalities=[{"name": "v", "kind": "frames", "num_frames": 2, "image_size": None}])
+    assert frame_indices(processor(v=str(tmp_path))["v"][0]) == [1, 3]
+
+
+# -- bad inputs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ({"visual": frame_clip(2)}, r"'visual'.*2 frame\(s\), fewer than num_frames=3"),
+        ({"visual": [np.zeros((4, 4, 2), dtype=np.uint8)] * 3}, r"'visual'.*\(H, W, 3\).*\(4, 4, 2\)"),
+        ({"visual": [np.full((4, 4, 3), 7.0)] * 3}, r"'visual'.*\[0, 1\].*value_range"),
+        ({"visual": [{"bytes": b"garbage", "path": "x.jpg"}] * 3}, r"'visual'.*cannot read image"),
+        ({"audio": np.zeros((40, 50))}, r"'audio'.*channels"),
+        ({"audio": b"RIFF....nope"}, r"'audio'.*WAV"),
+        ({"audio": {"foo": 1}}, r"'audio'.*expected a waveform"),
+        ({"mfcc": np.zeros((7, 13))}, r"'mfcc'.*13 frequency bins.*transposed"),
+        ({"tab": [1.0, 2.0]}, r"'tab'.*dim=4"),
+        ({"tab": [1.0, float("nan"), 2.0, 3.0]}, r"'tab'.*NaN"),
+        ({"depth": np.zeros(3)}, r"unknown modality"),
+        ({}, r"no modality given"),
+        ({"tab": np.zeros((2, 4)), "mfcc": np.zeros((3, 13, 4))}, r"different batch sizes"),
+    ],
+)
+def test_bad_inputs_raise_and_name_the_modality(av_processor: DIMMLProcessor, inputs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        av_processor(**inputs)
+
+
+# -- datasets transform --------------------------------------------------------------------
+
+
+def test_transform_on_a_dataset_matches_direct_calls(av_processor: DIMMLProcessor) -> None:
+    import datasets
+
+    rng = np.random.default_rng(0)
+    table = {
+        "tab": rng.normal(size=(4, 4)).astype(np.float32).tolist(),
+        "mfcc": [rng.normal(size=(13, 6 + i)).astype(np.float32).tolist() for i in range(4)],
+        "labels": [0, 1, 0, 1],
+        "extra": ["a", "b", "c", "d"],
+    }
+    dataset = datasets.Dataset.from_dict(table).with_transform(av_processor.eval_transform)
+    row = dataset[1]
+    assert set(row) == {"tab", "mfcc", "labels"}  # unrelated columns are dropped
+    assert row["mfcc"].shape == (1, 13, 10) and row["labels"].dtype == torch.long
+    torch.testing.assert_close(row["mfcc"], av_processor(mfcc=np.asarray(table["mfcc"][1]))["mfcc"][0])
+    batch = dataset[:3]
+    assert batch["tab"].shape == (3, 4)
+    clone = pickle.loads(pickle.dumps(av_processor.train_transform))  # DataLoader workers may pickle it
+    assert clone.train and clone.processor.to_dict() == av_processor.to_dict()
+
+
+# -- save / load ---------------------------------------------------------------------------
+
+
+def test_save_and_load_round_trip(tmp_path: Path, av_processor: DIMMLProcessor) -> None:
+    av_processor.save_pretrained(tmp_path)
+    assert (tmp_path / "preprocessor_config.json").is_file()
+    assert (tmp_path / "processing_dimml.py").is_file()  # copied for trust_remote_code
+    loaded = DIMMLProcessor.from_pretrained(tmp_path)
+    assert loaded.to_dict() == av_processor.to_dict()
+    assert loaded.to_dict()["auto_map"]["AutoProcessor"] == "processing_dimml.DIMMLProcessor"
+    inputs = {
+        "audio": np.sin(np.arange(900) / 5.0),
+        "visual": frame_clip(5),
+        "mfcc": np.ones((13, 4)),
+        "tab": np.arange(4.0),
+    }
+    expected, got = av_processor(sampling_rate=8000, **inputs), loaded(sampling_rate=8000, **inputs)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], atol=0, rtol=0)
+
+
+def test_processor_file_imports_only_allowed_modules() -> None:
+    """The file is copied alone next to checkpoints: stdlib + numpy/torch/PIL/transformers only, no relative imports."""
+    allowed = set(sys.stdlib_module_names) | {"__future__", "numpy", "torch", "PIL", "transformers"}
+    tree = ast.parse(PROCESSOR_FILE.read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "relative imports are not copied next to a checkpoint"
+            imported.add(node.module.split(".")[0])
+    assert imported <= allowed, imported - allowed
+
+
+def test_trust_remote_code_load_without_hf_dimml(tmp_path: Path, av_processor: DIMMLProcessor) -> None:
+    """Auto classes load the copied file in a fresh interpreter where ``import hf_dimml`` fails."""
+    checkpoint = tmp_path / "checkpoint"
+    av_processor.save_pretrained(checkpoint)
+    tab = np.arange(4.0)
+    np.save(tmp_path / "expected.npy", av_processor(tab=tab, mfcc=np.ones((13, 4)))["mfcc"].numpy())
+    script = textwrap.dedent(
+        f"""
+        import sys, importlib.abc
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name == "hf_dimml" or name.startswith("hf_dimml."):
+                    raise ImportError("hf_dimml is blocked in this test")
+        sys.meta_path.insert(0, Block())
+        import numpy as np
+        from transformers import AutoFeatureExtractor, AutoProcessor
+        for auto in (AutoFeatureExtractor, AutoProcessor):
+            processor = auto.from_pretrained({str(checkpoint)!r}, trust_remote_code=True)
+            assert type(processor).__name__ == "DIMMLProcessor", type(processor)
+            assert not type(processor).__module__.startswith("hf_dimml"), type(processor).__module__
+            out = processor(tab=np.arange(4.0), mfcc=np.ones((13, 4)))["mfcc"].numpy()
+            np.testing.assert_array_equal(out, np.load({str(tmp_path / "expected.npy")!r}))
+        print("ok")
+        """
+    )
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

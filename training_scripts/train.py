@@ -1,0 +1,299 @@
+#!/usr/bin/env python
+"""Train a multimodal classifier with DI-MML on a dataset preset, evaluate it and save a shareable checkpoint.
+
+    python training_scripts/train.py --output_dir outputs/dimml-av-digits
+    python training_scripts/train.py training_scripts/configs/av_digits_dimml.yaml [--overrides ...]
+    accelerate launch training_scripts/train.py training_scripts/configs/av_digits_dimml.yaml
+
+Flow: dataset (preset loader) -> processor transforms -> model -> DIMMLTrainer (stage 1, stage 2, validation for
+model selection) -> test split evaluated once -> `output_dir` gets the model, the processor, `training_summary.json`,
+`training_curves.png` and the model card (`README.md`); `--push_to_hub` uploads that folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import transformers
+import yaml
+from transformers import HfArgumentParser, set_seed
+
+from hf_dimml import DIMMLConfig, DIMMLForMultimodalClassification
+from hf_dimml.data import MultimodalDataCollator
+from hf_dimml.data.presets import get_preset
+from hf_dimml.processing_dimml import DIMMLProcessor
+from hf_dimml.trainer import DIMMLTrainer, DIMMLTrainingArguments, modality_subsets
+
+logger = logging.getLogger("hf_dimml.train")
+
+
+@dataclass
+class ModelArguments:
+    """The model: method hyper-parameters and encoders (defaults come from the dataset preset)."""
+
+    method: str = field(default="dimml", metadata={"help": "Training method: dimml."})
+    hidden_size: int = field(default=128, metadata={"help": "Common feature size d of every modality."})
+    encoders: list[str] | None = field(
+        default=None, metadata={"help": "Override encoders as name=timm_model_or_mlp, e.g. audio=resnet18."}
+    )
+    shared_weight: float = field(default=1.0, metadata={"help": "Weight w of the shared-classifier CE."})
+    duc_weight: float = field(default=1.0, metadata={"help": "Weight lambda of the DUC loss."})
+    duc_temperature: float | None = field(default=None, metadata={"help": "DUC tau (default: the preset's)."})
+    duc_start_epoch: int = field(default=10, metadata={"help": "Epoch at which DUC switches on."})
+    logit_temperature: float | None = field(default=None, metadata={"help": "Inference weighting T (preset's)."})
+
+
+@dataclass
+class DataArguments:
+    """The data: a preset name and its knobs."""
+
+    dataset: str = field(default="av_digits", metadata={"help": "Dataset preset (see hf_dimml.data.presets)."})
+    data_root: str | None = field(default=None, metadata={"help": "Local folder of a community-layout dataset."})
+    dataset_cache_dir: str | None = field(default=None, metadata={"help": "Where built datasets are cached."})
+    split_seed: int = field(default=0, metadata={"help": "Seed of the dataset's splits (av_digits)."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split (debugging)."})
+
+
+def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, DIMMLTrainingArguments]:
+    """CLI flags, optionally after a YAML/JSON file whose keys are the same flags (CLI flags override the file)."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, DIMMLTrainingArguments))
+    file_args: list[str] = []
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        path = Path(argv.pop(0))
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        values = yaml.safe_load(path.read_text()) or {}  # YAML is a superset of JSON
+        if not isinstance(values, dict):
+            raise ValueError(f"config file {path} must hold a mapping of argument names to values")
+        for key, value in values.items():
+            file_args.append(f"--{key}")
+            if isinstance(value, list):
+                file_args.extend(str(item) for item in value)
+            elif isinstance(value, bool):
+                file_args.append("true" if value else "false")
+            elif value is not None:
+                file_args.append(str(value))
+    if "--output_dir" not in file_args + argv:
+        argv = [*argv, "--output_dir", "outputs/dimml-av-digits"]
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "--use_cpu" not in file_args + argv and not has_accelerator():
+        # Launched as several processes on a machine without an accelerator: Accelerate only builds a CPU (gloo)
+        # process group when told use_cpu; otherwise every process would silently train alone.
+        argv = [*argv, "--use_cpu", "true"]
+    return parser.parse_args_into_dataclasses(args=file_args + argv)
+
+
+def has_accelerator() -> bool:
+    import torch
+
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()) or (
+        torch.backends.mps.is_available())
+
+
+def load_dataset_dict(data_args: DataArguments) -> datasets.DatasetDict:
+    if data_args.dataset == "av_digits":
+        from hf_dimml.data import load_av_digits
+
+        return load_av_digits(split_seed=data_args.split_seed, cache_dir=data_args.dataset_cache_dir)
+    raise ValueError(f"no loader for dataset {data_args.dataset!r}")
+
+
+def build_config(model_args: ModelArguments, preset, label_names: list[str]) -> DIMMLConfig:
+    modalities = [dict(spec) for spec in preset.model_modalities]
+    for override in model_args.encoders or []:
+        name, _, encoder = override.partition("=")
+        matches = [spec for spec in modalities if spec["name"] == name]
+        if not matches or not encoder:
+            raise ValueError(f"--encoders {override!r}: expected name=encoder with name in "
+                             f"{[s['name'] for s in modalities]}")
+        matches[0]["encoder"] = encoder
+        if encoder != "mlp":
+            matches[0]["encoder_kwargs"] = {}
+    return DIMMLConfig(
+        modalities=modalities,
+        hidden_size=model_args.hidden_size,
+        method=model_args.method,
+        shared_weight=model_args.shared_weight,
+        duc_weight=model_args.duc_weight,
+        duc_temperature=model_args.duc_temperature or preset.duc_temperature,
+        duc_start_epoch=model_args.duc_start_epoch,
+        logit_temperature=model_args.logit_temperature or preset.logit_temperature,
+        id2label=dict(enumerate(label_names)),
+        label2id={name: index for index, name in enumerate(label_names)},
+    )
+
+
+def plot_training_curves(log_history: list[dict[str, Any]], modality_names: list[str], path: Path) -> bool:
+    """Validation accuracy of each head over epochs (the picture of modality competition). False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed: no training-curves plot (pip install 'hf_dimml[plots]')")
+        return False
+    evals = [entry for entry in log_history if "eval_accuracy" in entry]
+    series = {f"{name} head": f"eval_accuracy_private_{name}" for name in modality_names}
+    series["fusion head"] = "eval_accuracy_fusion"
+    series["weighted prediction"] = "eval_accuracy"
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for label, key in series.items():
+        points = [(entry["epoch"], entry[key]) for entry in evals if key in entry]
+        if points:
+            axis.plot(*zip(*points), marker="o", markersize=3, label=label)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("validation accuracy")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    temporary = path.with_suffix(".tmp.png")
+    figure.savefig(temporary, dpi=120)
+    plt.close(figure)
+    os.replace(temporary, path)
+    return True
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(payload, indent=2, default=str))
+    os.replace(temporary, path)
+
+
+def strip_prefix(metrics: dict[str, float], prefix: str) -> dict[str, Any]:
+    """`test_accuracy_subset_audio` -> {"accuracy": ..., "subset_accuracy": {"audio": ...}} (card schema)."""
+    result: dict[str, Any] = {"subset_accuracy": {}}
+    for key, value in metrics.items():
+        if not key.startswith(prefix + "_"):
+            continue
+        name = key[len(prefix) + 1:]
+        if name.startswith("accuracy_subset_"):
+            result["subset_accuracy"][name[len("accuracy_subset_"):]] = value
+        elif name.startswith(("accuracy", "macro_f1", "loss")):
+            result[name.replace("accuracy_private_", "accuracy_")] = value
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    model_args, data_args, training_args = parse_arguments(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
+    datasets.utils.logging.set_verbosity(training_args.get_process_log_level())
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, by hf_dimml.hub
+    set_seed(training_args.seed)
+
+    preset = get_preset(data_args.dataset)
+    raw = load_dataset_dict(data_args)
+    missing_splits = {"train", "validation", "test"} - set(raw)
+    if missing_splits:
+        raise ValueError(f"dataset {data_args.dataset!r} lacks split(s) {sorted(missing_splits)}")
+    if data_args.max_train_samples:
+        raw["train"] = raw["train"].select(range(min(data_args.max_train_samples, len(raw["train"]))))
+    label_names = raw["train"].features["labels"].names
+
+    processor = DIMMLProcessor(modalities=preset.processor_modalities)
+    config = build_config(model_args, preset, label_names)
+    model = DIMMLForMultimodalClassification(config)
+    keep = [*config.modality_names, "labels"]
+    splits = {
+        name: raw[name].select_columns(keep).with_transform(processor.make_transform(train=name == "train"))
+        for name in ("train", "validation", "test")
+    }
+
+    trainer = DIMMLTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=splits["train"],
+        eval_dataset=splits["validation"],
+        data_collator=MultimodalDataCollator(config.modality_names),
+        processing_class=processor,
+    )
+    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model()  # model + processor (processing_class) into output_dir
+    trainer.log_metrics("train", train_result.metrics)
+
+    validation_metrics = trainer.evaluate(splits["validation"], metric_key_prefix="validation")
+    test_metrics = trainer.evaluate(splits["test"], metric_key_prefix="test")  # reported once, never selected on
+    trainer.log_metrics("validation", validation_metrics)
+    trainer.log_metrics("test", test_metrics)
+
+    summary: dict[str, Any] = {}
+    if trainer.is_world_process_zero():
+        output_dir = Path(training_args.output_dir)
+        plotted = plot_training_curves(trainer.state.log_history, config.modality_names,
+                                       output_dir / "training_curves.png")
+        summary = {
+            "method": config.method,
+            "method_hyperparameters": {
+                key: getattr(config, key)
+                for key in ("shared_weight", "duc_weight", "duc_temperature", "duc_start_epoch", "logit_temperature")
+            },
+            "modalities": [
+                {key: spec[key] for key in ("name", "kind", "encoder", "input_shape")} for spec in config.modalities
+            ],
+            "hidden_size": config.hidden_size,
+            "dataset": {
+                "name": data_args.dataset,
+                "description": preset.description,
+                "recipe": {"processor": processor.modalities, "builder": raw["train"].info.description},
+                "splits": {name: len(split) for name, split in splits.items()},
+            },
+            "training": {
+                "stage1_epochs": training_args.stage1_epochs,
+                "stage2_epochs": training_args.stage2_epochs,
+                "learning_rate": training_args.learning_rate,
+                "optimizer": str(training_args.optim),
+                "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
+                "seed": training_args.seed,
+                "mixed_precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "no",
+                "num_processes": training_args.world_size,
+            },
+            "labels": label_names,
+            "subsets": ["+".join(subset) for subset in modality_subsets(config.modality_names)],
+            "metrics": {"test": strip_prefix(test_metrics, "test"),
+                        "validation": strip_prefix(validation_metrics, "validation")},
+            "plot": "training_curves.png" if plotted else None,
+            "repo_id": training_args.hub_model_id,
+        }
+        write_json_atomic(output_dir / "training_summary.json", summary)
+        from hf_dimml.model_card import write_model_card
+
+        write_model_card(output_dir)
+        print_results(summary, config.modality_names)
+        if push_to_hub:
+            from hf_dimml.hub import push_to_hub as push_folder
+
+            if not training_args.hub_model_id:
+                raise ValueError("--push_to_hub needs --hub_model_id user/name")
+            url = push_folder(output_dir, training_args.hub_model_id, token=training_args.hub_token,
+                              private=training_args.hub_private_repo)
+            logger.info("pushed to %s", url)
+    trainer.accelerator.wait_for_everyone()
+    return summary
+
+
+def print_results(summary: dict[str, Any], modality_names: list[str]) -> None:
+    test = summary["metrics"]["test"]
+    rows = [("weighted prediction (DI-MML)", test.get("accuracy"))]
+    if "accuracy_fusion" in test:
+        rows.append(("fusion head", test["accuracy_fusion"]))
+    else:
+        rows.append(("fusion head", None))  # the selected checkpoint is from stage 1
+    rows += [(f"{name} head alone", test.get(f"accuracy_{name}")) for name in modality_names]
+    rows += [(f"subset {subset}", value) for subset, value in test["subset_accuracy"].items()]
+    width = max(len(name) for name, _ in rows)
+    print(f"\nTest accuracy ({summary['dataset']['name']}, {summary['dataset']['splits']['test']} samples), "
+          f"macro-F1 {test.get('macro_f1', float('nan')):.4f}")
+    for name, value in rows:
+        shown = f"{value:.4f}" if value is not None else "not used (best checkpoint is from stage 1)"
+        print(f"  {name:<{width}}  {shown}")
+
+
+if __name__ == "__main__":
+    main()
