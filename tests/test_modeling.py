@@ -241,14 +241,15 @@ def test_timm_image_accepts_other_spatial_sizes(model, tester):
 
 
 def _stage1_loss(model, inputs, with_duc: bool):
-    output = model(**inputs)
+    labels = inputs["labels"]
+    output = model(**{k: v for k, v in inputs.items() if k != "labels"}, training_stage=1)
     mask = None
     if with_duc:
         mask = torch.zeros(3, model.config.hidden_size, dtype=torch.bool)
         mask[0, :8] = True
         mask[1, 4:12] = True
         mask[2, 10:] = True
-    loss, _ = dimml_stage1_loss(output.modality_logits, output.shared_logits, output.features, inputs["labels"],
+    loss, _ = dimml_stage1_loss(output.modality_logits, output.shared_logits, output.features, labels,
                                 shared_weight=1.0, duc_weight=1.0, duc_temperature=5.0, effective_mask=mask)
     return loss
 
@@ -266,15 +267,28 @@ def test_every_stage1_parameter_gets_a_gradient(tester):
 def test_every_stage2_parameter_gets_a_gradient_and_encoders_none(tester):
     model = DIMMLForMultimodalClassification(tester.get_config())
     inputs = tester.prepare_inputs()
-    with torch.no_grad():
-        features = model.dimml(**{k: v for k, v in inputs.items() if k != "labels"}).features
-    fusion_logits = model.forward_heads(features).fusion_logits
-    torch.nn.functional.cross_entropy(fusion_logits, inputs["labels"]).backward()
+    labels = inputs.pop("labels")
+    output = model(**inputs, training_stage=2)
+    # Only the fusion logits carry gradient in stage 2 (what DDP's unused-parameter search needs).
+    assert output.fusion_logits.requires_grad
+    assert not any(z.requires_grad for z in output.modality_logits.values())
+    torch.nn.functional.cross_entropy(output.fusion_logits, labels).backward()
     for name, param in model.named_parameters():
         if name.startswith("fusion_head."):
             assert param.grad is not None and param.grad.abs().sum() > 0, name
         else:
             assert param.grad is None, f"{name} must stay frozen in stage 2"
+
+
+def test_stage1_forward_keeps_the_fusion_head_out_of_the_graph(tester):
+    model = DIMMLForMultimodalClassification(tester.get_config())
+    inputs = tester.prepare_inputs()
+    inputs.pop("labels")
+    output = model(**inputs, training_stage=1)
+    assert not output.fusion_logits.requires_grad
+    assert all(z.requires_grad for z in output.modality_logits.values())
+    with pytest.raises(ValueError, match="training_stage"):
+        model(**inputs, training_stage=3)
 
 
 # --- save / load ---------------------------------------------------------------------------------------------------
