@@ -11,6 +11,7 @@ from .modeling_dimml import (
     DIMMLModelOutput,
     DIMMLPreTrainedModel,
     certainty_weighted_logits,
+    entropy_weighted_logits,
 )
 
 __version__ = "0.1.0"
@@ -24,6 +25,7 @@ __all__ = [
     "DIMMLModelOutput",
     "DIMMLClassifierOutput",
     "certainty_weighted_logits",
+    "entropy_weighted_logits",
 ]
 
 # Local Auto-class registration, and the same mapping written into saved configs' `auto_map` so that a checkpoint

@@ -23,10 +23,12 @@ MODALITY_KINDS: dict[str, tuple[str, ...]] = {
     "vector": ("features",),
 }
 
+# dimml: DI-MML (ACM MM 2024); mla: alternating unimodal adaptation (CVPR 2024); dmrnet: representation decoupling
+# (ECCV 2024); joint: one CE on the concatenated features; unimodal: each encoder with its own head, alone.
 METHODS = ("dimml", "mla", "dmrnet", "joint", "unimodal")
 
 # Names the forward signature already uses; a modality cannot take them.
-_RESERVED_NAMES = {"labels", "return_dict", "output_hidden_states", "kwargs", "self"}
+_RESERVED_NAMES = {"labels", "return_dict", "training_stage", "modality_mask", "kwargs", "self", "fusion", "final"}
 
 # The embedded default dataset (``hf_dimml.data.load_av_digits``) as processed by the default processor: an MFCC
 # sequence resampled to 20 frames and an 8x8 grey image. ``DIMMLConfig()`` is a valid, small model for it.
@@ -66,7 +68,11 @@ class DIMMLConfig(PretrainedConfig):
             Common feature size d of every modality. An encoder whose output differs is followed by a linear
             projection to d, so that the shared classifier and DUC compare the same dimension across modalities.
         method (`str`, *optional*, defaults to `"dimml"`):
-            Training method the model was built for: `"dimml"`, `"mla"`, `"dmrnet"`, `"joint"` or `"unimodal"`.
+            Training method the model is built for, which decides its heads and how it predicts:
+            `"dimml"` (private heads, shared classifier, fusion head; certainty-weighted), `"mla"` (one shared head;
+            entropy-weighted per sample), `"dmrnet"` (Gaussian embedding of the concatenated features, absent
+            modalities zeroed), `"joint"` (one head on the concatenated features) or `"unimodal"` (a head per
+            modality; their logits averaged).
         shared_weight (`float`, *optional*, defaults to 1.0):
             DI-MML weight w of the shared-classifier cross-entropy.
         duc_weight (`float`, *optional*, defaults to 1.0):
@@ -77,6 +83,17 @@ class DIMMLConfig(PretrainedConfig):
             Epoch at which effective dimensions are selected and DUC switches on.
         logit_temperature (`float`, *optional*, defaults to 1.0):
             Temperature T of the certainty-aware logit weighting used at inference.
+        mla_alpha_start (`float`, *optional*, defaults to 0.1), mla_alpha_end (`float`, *optional*, defaults to 0.01):
+            MLA: the regulariser alpha of the head-gradient projection, decayed linearly over training.
+        dmrnet_kl_weight (`float`, *optional*, defaults to 1e-3):
+            DMRNet: weight alpha of the KL term of the Gaussian embedding.
+        dmrnet_hcr_weight (`float`, *optional*, defaults to 0.25):
+            DMRNet: weight beta of the hard-combination regulariser.
+        dmrnet_warmup_epochs (`int`, *optional*, defaults to 6):
+            DMRNet: epochs during which the variance of each modality combination is tracked; the hard combination
+            (largest mean variance) is fixed after them.
+        dmrnet_latent_size (`int`, *optional*):
+            DMRNet: size of the Gaussian embedding (defaults to `hidden_size`).
         num_labels (`int`, *optional*):
             Number of classes (or give `id2label`).
 
@@ -110,6 +127,12 @@ class DIMMLConfig(PretrainedConfig):
         duc_temperature: float = 50.0,
         duc_start_epoch: int = 20,
         logit_temperature: float = 1.0,
+        mla_alpha_start: float = 0.1,
+        mla_alpha_end: float = 0.01,
+        dmrnet_kl_weight: float = 1e-3,
+        dmrnet_hcr_weight: float = 0.25,
+        dmrnet_warmup_epochs: int = 6,
+        dmrnet_latent_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         if modalities is None:
@@ -124,6 +147,12 @@ class DIMMLConfig(PretrainedConfig):
         self.duc_temperature = duc_temperature
         self.duc_start_epoch = duc_start_epoch
         self.logit_temperature = logit_temperature
+        self.mla_alpha_start = mla_alpha_start
+        self.mla_alpha_end = mla_alpha_end
+        self.dmrnet_kl_weight = dmrnet_kl_weight
+        self.dmrnet_hcr_weight = dmrnet_hcr_weight
+        self.dmrnet_warmup_epochs = dmrnet_warmup_epochs
+        self.dmrnet_latent_size = dmrnet_latent_size if dmrnet_latent_size is not None else hidden_size
         super().__init__(**kwargs)
         self._validate()
 
@@ -165,16 +194,20 @@ class DIMMLConfig(PretrainedConfig):
             raise ValueError(f"num_labels must be at least 2, got {self.num_labels!r}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        for field in ("shared_weight", "duc_weight"):
+        for field in ("shared_weight", "duc_weight", "dmrnet_kl_weight", "dmrnet_hcr_weight"):
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
                 raise ValueError(f"{field} must be a finite number >= 0, got {value!r}")
-        for field in ("duc_temperature", "logit_temperature"):
+        for field in ("duc_temperature", "logit_temperature", "mla_alpha_start", "mla_alpha_end"):
             value = getattr(self, field)
             if not isinstance(value, (int, float)) or value <= 0 or not math.isfinite(value):
                 raise ValueError(f"{field} must be a finite number > 0, got {value!r}")
-        if not isinstance(self.duc_start_epoch, int) or self.duc_start_epoch < 0:
-            raise ValueError(f"duc_start_epoch must be an int >= 0, got {self.duc_start_epoch!r}")
+        for field in ("duc_start_epoch", "dmrnet_warmup_epochs"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{field} must be an int >= 0, got {value!r}")
+        if not isinstance(self.dmrnet_latent_size, int) or self.dmrnet_latent_size < 1:
+            raise ValueError(f"dmrnet_latent_size must be a positive int, got {self.dmrnet_latent_size!r}")
 
     @staticmethod
     def _validate_modality(spec: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""Training losses of DI-MML (DESIGN §2), as plain functions of features, logits and labels.
+"""Training losses of DI-MML (DESIGN §2), MLA (§3) and DMRNet (§4), as plain functions of tensors.
 
 Nothing here assumes one process: every function works on the local batch; what is gathered across processes (the
 effective-dimension statistics) is gathered by the caller, see `hf_dimml.trainer`.
@@ -14,6 +14,10 @@ __all__ = [
     "effective_dimension_accuracy",
     "select_effective_dimensions",
     "dimml_stage1_loss",
+    "mla_update_projector",
+    "mla_project_head_gradient",
+    "draw_modality_subsets",
+    "dmrnet_loss",
 ]
 
 
@@ -105,4 +109,65 @@ def dimml_stage1_loss(
         duc = duc_loss(list(features.values()), effective_mask, duc_temperature)
         total = total + duc_weight * duc
         components["loss_duc"] = duc.detach()
+    return total, components
+
+
+# --- MLA (DESIGN §3) --------------------------------------------------------------------------------------------
+
+
+def mla_update_projector(projector: torch.Tensor, previous_mean: torch.Tensor, alpha: float) -> None:
+    """Orthogonal weight modification, in place: ``k = P r``, ``P <- P - k k^T / (alpha + r^T k)``.
+
+    `r` is the previous step's mean feature (a vector), so the denominator is a scalar (the released code divides
+    by a matrix). After the update, ``P r = k * alpha / (alpha + r^T k)``: nearly orthogonal to r for small alpha.
+    """
+    r = previous_mean.to(projector.dtype)
+    k = projector @ r
+    projector -= torch.outer(k, k) / (alpha + r @ k)
+
+
+def mla_project_head_gradient(weight_grad: torch.Tensor, projector: torch.Tensor) -> torch.Tensor:
+    """``grad_W(H) @ P`` for the shared head's weight `(classes, d)`: the update keeps away from the directions of
+    earlier modalities' features, so learning one modality does not overwrite what the head learnt from another."""
+    return (weight_grad.float() @ projector.float()).to(weight_grad.dtype)
+
+
+# --- DMRNet (DESIGN §4) -----------------------------------------------------------------------------------------
+
+
+def draw_modality_subsets(batch_size: int, num_modalities: int, device=None, generator=None) -> torch.Tensor:
+    """Per-sample modality dropout: a boolean `(batch, M)` mask, each row a non-empty subset drawn uniformly among
+    the 2^M - 1 of them."""
+    codes = torch.randint(1, 2**num_modalities, (batch_size,), device=device, generator=generator)
+    bits = 2 ** torch.arange(num_modalities, device=device)
+    return (codes[:, None] & bits) > 0
+
+
+def dmrnet_loss(
+    logits: torch.Tensor,
+    latent_mean: torch.Tensor,
+    latent_logvar: torch.Tensor,
+    labels: torch.Tensor,
+    combination: torch.Tensor,
+    hard_combination: int,
+    *,
+    kl_weight: float,
+    hcr_weight: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """DMRNet: ``CE + alpha * KL(N(mu, sigma^2) || N(0, I)) + beta * L_HCR``.
+
+    KL is summed over embedding dimensions and averaged over the batch. L_HCR is the CE averaged over the samples
+    whose modality combination is the hard one (0 during warm-up, `hard_combination < 0`, or when the batch has
+    none of them).
+    """
+    cross_entropy = F.cross_entropy(logits.float(), labels)
+    mean, logvar = latent_mean.float(), latent_logvar.float()
+    kl = (-0.5 * (1 + logvar - mean.pow(2) - logvar.exp()).sum(dim=1)).mean()
+    total = cross_entropy + kl_weight * kl
+    components = {"loss_ce": cross_entropy.detach(), "loss_kl": kl.detach()}
+    if hard_combination >= 0:
+        selected = combination == hard_combination
+        hcr = F.cross_entropy(logits[selected].float(), labels[selected]) if bool(selected.any()) else total.new_zeros(())
+        total = total + hcr_weight * hcr
+        components["loss_hcr"] = hcr.detach()
     return total, components

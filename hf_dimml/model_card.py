@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sysconfig
-import tempfile
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -277,6 +277,32 @@ def _percent(value: float) -> str:
     return f"{100 * value:.2f} %"
 
 
+def _raw_input_hint(modality: Mapping[str, Any], processor_config: Mapping[str, Any] | None) -> str:
+    """What a user passes to the processor for one modality (the "How to use" snippet's comment)."""
+    kind = modality.get("kind")
+    shape = modality.get("input_shape")
+    shape = list(shape) if isinstance(shape, (list, tuple)) else []
+    processor_config = processor_config or {}
+    if kind == "audio":
+        rate = processor_config.get("sampling_rate")
+        rate_text = f" at {rate} Hz" if rate else ""
+        hint = f"a waveform{rate_text}: 1-D array (pass sampling_rate=...), WAV file path or {{'array', 'sampling_rate'}}"
+    elif kind == "spectrogram":
+        bins = shape[-2] if len(shape) >= 2 else processor_config.get("n_bins", "F")
+        hint = f"a ({bins}, T) array of spectrogram frames, any length T"
+    elif kind == "image":
+        value_range = processor_config.get("value_range")
+        values = f", values in [{value_range[0]:g}, {value_range[1]:g}]" if value_range else ""
+        hint = f"an image: PIL image, (H, W) / (H, W, C) array{values}, or file path"
+    elif kind == "frames":
+        hint = "a clip: list of frames, (N, H, W[, C]) array, or folder of image files"
+    elif kind == "vector":
+        hint = f"a ({shape[-1]},) array" if shape else "a 1-D array"
+    else:
+        hint = f"a raw {kind} input"
+    return f"{hint}; processed to {_format_shape(modality.get('input_shape'))}"
+
+
 def build_model_card(
     summary: Mapping[str, Any],
     plot_path: str | None = None,
@@ -336,6 +362,11 @@ def build_model_card(
         plot_path = os.path.basename(plot_path)
     other_methods = [name for name in ("dimml", "mla", "dmrnet") if name != method]
     splits = dataset.get("splits") or {}
+    # The processor's per-modality configs, when the summary records them (train.py does, under the recipe).
+    processor_recipe = (dataset.get("recipe") or {}).get("processor")
+    processor_configs = {
+        cfg["name"]: cfg for cfg in processor_recipe or [] if isinstance(cfg, Mapping) and "name" in cfg
+    }
 
     template = Path(template_path) if template_path is not None else find_model_card_template()
     return ModelCard.from_template(
@@ -357,6 +388,7 @@ def build_model_card(
                 "kind": m.get("kind", "-"),
                 "encoder": m.get("encoder", "-"),
                 "input_shape": _format_shape(m.get("input_shape")),
+                "raw_input": _raw_input_hint(m, processor_configs.get(m["name"])),
             }
             for m in modalities
         ],
@@ -402,9 +434,10 @@ def write_model_card(
         content += "\n"
     if readme.is_file() and readme.read_text(encoding="utf-8") == content:
         return readme
-    file_descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".README.md.", suffix=".tmp")
+    # Not tempfile.mkstemp: its 0600 mode would survive os.replace; "x" mode honours the umask like a plain write.
+    temporary = folder / f".README.md.{secrets.token_hex(8)}.tmp"
     try:
-        with os.fdopen(file_descriptor, "w", encoding="utf-8", newline="\n") as handle:
+        with open(temporary, "x", encoding="utf-8", newline="\n") as handle:
             handle.write(content)
         os.replace(temporary, readme)
     except BaseException:

@@ -31,6 +31,7 @@ __all__ = [
     "MLPEncoder",
     "ModalityEncoder",
     "certainty_weighted_logits",
+    "entropy_weighted_logits",
 ]
 
 # Auto classes that resolve to the classifier (locally registered and in a saved checkpoint's auto_map).
@@ -70,13 +71,16 @@ class DIMMLClassifierOutput(ModelOutput):
         logits (`torch.FloatTensor` of shape `(batch, num_labels)`):
             Final prediction: certainty-aware weighting of the heads available for each sample.
         modality_logits (`dict[str, torch.FloatTensor]`):
-            Private head of each present modality.
-        shared_logits (`dict[str, torch.FloatTensor]`):
-            The shared classifier applied to each present modality's feature alone.
+            Prediction from each present modality alone: its private head (dimml, unimodal), the shared head on its
+            feature (mla), or the fused head with the other modalities zeroed (joint, dmrnet).
+        shared_logits (`dict[str, torch.FloatTensor]`, *optional*):
+            DI-MML: the shared classifier applied to each present modality's feature alone.
         fusion_logits (`torch.FloatTensor`, *optional*):
             Fusion head over the concatenated features; `None` when a modality is missing.
         head_weights (`torch.FloatTensor` of shape `(batch, num_heads)`):
             Per-sample weight of each head in `logits` (private heads in config order, then fusion if used).
+        latent_mean, latent_logvar (`torch.FloatTensor` of shape `(batch, latent)`, *optional*):
+            DMRNet's Gaussian embedding.
         features (`dict[str, torch.FloatTensor]`):
             Pooled feature of each present modality.
     """
@@ -87,6 +91,8 @@ class DIMMLClassifierOutput(ModelOutput):
     shared_logits: dict[str, torch.FloatTensor] | None = None
     fusion_logits: torch.FloatTensor | None = None
     head_weights: torch.FloatTensor | None = None
+    latent_mean: torch.FloatTensor | None = None
+    latent_logvar: torch.FloatTensor | None = None
     features: dict[str, torch.FloatTensor] | None = None
 
 
@@ -108,6 +114,16 @@ def certainty_weighted_logits(
     certainty = stacked.float().softmax(dim=-1).amax(dim=-1)  # (B, K)
     weights = (certainty / temperature).softmax(dim=1)
     return (weights.unsqueeze(-1) * stacked.float()).sum(dim=1).to(stacked.dtype), weights
+
+
+def entropy_weighted_logits(head_logits: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """MLA's inference fusion (DESIGN §3), per sample: `e_m` = entropy of softmax(z_m), `w = softmax_m(-e_m)`,
+    `z = sum_m w_m z_m`. (The released code normalises over the batch axis; here each sample has its own weights.)"""
+    stacked = torch.stack(head_logits, dim=1).float()  # (B, M, C)
+    log_probs = stacked.log_softmax(dim=-1)
+    entropy = -(log_probs.exp() * log_probs).sum(dim=-1)  # (B, M)
+    weights = (-entropy).softmax(dim=1)
+    return (weights.unsqueeze(-1) * stacked).sum(dim=1).to(head_logits[0].dtype), weights
 
 
 class MLPEncoder(nn.Module):
@@ -186,7 +202,9 @@ class DIMMLPreTrainedModel(PreTrainedModel):
         elif isinstance(module, ModalityEncoder):
             own_linears = [module.projection] if isinstance(module.projection, nn.Linear) else []
         elif isinstance(module, DIMMLForMultimodalClassification):
-            own_linears = [*module.private_heads.values(), module.shared_classifier, module.fusion_head]
+            own_linears = [m for m in module.children() if isinstance(m, nn.Linear)]
+            own_linears += [m for name in ("private_heads", "latent_mean", "latent_logvar") if hasattr(module, name)
+                            for m in getattr(module, name).children() if isinstance(m, nn.Linear)]
         else:
             own_linears = []
         for linear in own_linears:
@@ -264,35 +282,105 @@ class DIMMLModel(DIMMLPreTrainedModel):
 
 class DIMMLForMultimodalClassification(DIMMLPreTrainedModel):
     """
-    Encoders plus the DI-MML heads: a private linear head per modality, ONE shared linear classifier applied to each
-    modality's feature alone, and a fusion head over the concatenated features (trained in stage 2).
+    The per-modality encoders plus the heads of `config.method`, all predicting from any non-empty subset of
+    modalities:
 
-    State that must survive checkpoints and resumes is kept in persistent buffers (saved in the safetensors):
-    `duc_mask` (M x d, the effective dimensions of each modality, DESIGN §2), `duc_mask_ready` and
-    `fusion_head_trained` (the fusion head joins the weighting only once stage 2 has trained it).
+    - `dimml`: a private linear head per modality, ONE shared linear classifier applied to each modality's feature
+      alone, and a fusion head over the concatenated features (trained in stage 2); certainty-aware weighting of the
+      available heads.
+    - `unimodal`: a private head per modality; the logits of the present modalities are averaged (the unimodal
+      ensemble).
+    - `joint`: one linear head over the concatenated features; an absent modality's feature is zero.
+    - `mla`: one shared linear head applied to each modality alone; per-sample entropy-weighted fusion.
+    - `dmrnet`: Gaussian embedding N(mu, sigma^2) of the concatenated features (absent ones zeroed), mu and
+      log sigma^2 each from Linear + BatchNorm, a linear classifier on the embedding (sampled in training, the mean
+      at inference).
+
+    State that must survive checkpoints and resumes lives in persistent buffers (saved in the safetensors): DI-MML's
+    `duc_mask` (M x d effective dimensions), `duc_mask_ready`, `fusion_head_trained`; MLA's `mla_projector` (d x d)
+    and the previous step's mean feature; DMRNet's per-combination variance statistics and `dmrnet_hard_combination`.
     """
 
     def __init__(self, config: DIMMLConfig) -> None:
         super().__init__(config)
         num_modalities, hidden_size, num_labels = len(config.modalities), config.hidden_size, config.num_labels
+        method = config.method
         self.dimml = DIMMLModel(config)
-        self.private_heads = nn.ModuleDict({name: nn.Linear(hidden_size, num_labels) for name in config.modality_names})
-        self.shared_classifier = nn.Linear(hidden_size, num_labels)
-        self.fusion_head = nn.Linear(num_modalities * hidden_size, num_labels)
-        self.register_buffer("duc_mask", torch.zeros(num_modalities, hidden_size, dtype=torch.bool))
-        self.register_buffer("duc_mask_ready", torch.zeros((), dtype=torch.bool))
-        self.register_buffer("fusion_head_trained", torch.zeros((), dtype=torch.bool))
+        if method in ("dimml", "unimodal"):
+            self.private_heads = nn.ModuleDict({n: nn.Linear(hidden_size, num_labels) for n in config.modality_names})
+        if method in ("dimml", "mla"):
+            self.shared_classifier = nn.Linear(hidden_size, num_labels)
+        if method in ("dimml", "joint"):
+            self.fusion_head = nn.Linear(num_modalities * hidden_size, num_labels)
+        if method == "dimml":
+            self.register_buffer("duc_mask", torch.zeros(num_modalities, hidden_size, dtype=torch.bool))
+            self.register_buffer("duc_mask_ready", torch.zeros((), dtype=torch.bool))
+            self.register_buffer("fusion_head_trained", torch.zeros((), dtype=torch.bool))
+        if method == "mla":
+            self.register_buffer("mla_projector", torch.eye(hidden_size))
+            self.register_buffer("mla_previous_mean", torch.zeros(hidden_size))
+            self.register_buffer("mla_has_previous", torch.zeros((), dtype=torch.bool))
+        if method == "dmrnet":
+            latent = config.dmrnet_latent_size
+            self.latent_mean = nn.Sequential(nn.Linear(num_modalities * hidden_size, latent), nn.BatchNorm1d(latent))
+            self.latent_logvar = nn.Sequential(nn.Linear(num_modalities * hidden_size, latent), nn.BatchNorm1d(latent))
+            self.latent_classifier = nn.Linear(latent, num_labels)
+            num_combinations = 2**num_modalities - 1
+            self.register_buffer("dmrnet_variance_sum", torch.zeros(num_combinations, dtype=torch.float64))
+            self.register_buffer("dmrnet_variance_count", torch.zeros(num_combinations, dtype=torch.float64))
+            self.register_buffer("dmrnet_hard_combination", torch.full((), -1, dtype=torch.long))
         self.post_init()
 
+    # --- helpers -------------------------------------------------------------------------------------------------
+
     def _concat(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.cat([features[name] for name in self.config.modality_names], dim=1)
+        """Concatenation in config order; an absent modality contributes zeros."""
+        reference = next(iter(features.values()))
+        zeros = reference.new_zeros(reference.shape[0], self.config.hidden_size)
+        return torch.cat([features.get(name, zeros) for name in self.config.modality_names], dim=1)
 
-    def forward_heads(self, features: dict[str, torch.Tensor], fusion_grad: bool = True) -> DIMMLClassifierOutput:
-        """All heads on given features (`forward` = encoders + this). Any subset of modalities may be given.
+    def combination_index(self, present: torch.Tensor) -> torch.Tensor:
+        """Index 0 .. 2^M - 2 of each sample's modality combination, from a boolean `(batch, M)` presence mask."""
+        weights = 2 ** torch.arange(present.shape[1], device=present.device)
+        return (present.long() * weights).sum(dim=1) - 1
 
-        `fusion_grad=False` runs the fusion head without gradients (stage 1: it is not trained yet, and must never
-        send gradient into the encoders).
+    # --- heads ---------------------------------------------------------------------------------------------------
+
+    def forward_heads(
+        self,
+        features: dict[str, torch.Tensor],
+        fusion_grad: bool = True,
+        modality_mask: torch.Tensor | None = None,
+    ) -> DIMMLClassifierOutput:
+        """The method's heads on given features (`forward` = encoders + this). Any subset of modalities may be given.
+
+        Args:
+            features: pooled feature per present modality.
+            fusion_grad: DI-MML stage 1 passes False: the fusion head runs without gradients (it is not trained
+                yet, and must never send gradient into the encoders).
+            modality_mask: DMRNet training, boolean `(batch, M)`: per-sample modality dropout (zeroed features).
         """
+        method = self.config.method
+        if method == "dimml":
+            return self._dimml_heads(features, fusion_grad)
+        if method == "unimodal":
+            modality_logits = {name: self.private_heads[name](feature) for name, feature in features.items()}
+            logits = torch.stack(list(modality_logits.values()), dim=1).mean(dim=1)
+            return DIMMLClassifierOutput(logits=logits, modality_logits=modality_logits, features=features)
+        if method == "joint":
+            logits = self.fusion_head(self._concat(features))
+            with torch.no_grad():  # what the fused head says from each modality alone (others zeroed)
+                modality_logits = {name: self.fusion_head(self._concat({name: f})) for name, f in features.items()}
+            return DIMMLClassifierOutput(logits=logits, modality_logits=modality_logits, fusion_logits=logits,
+                                         features=features)
+        if method == "mla":
+            modality_logits = {name: self.shared_classifier(feature) for name, feature in features.items()}
+            logits, head_weights = entropy_weighted_logits(list(modality_logits.values()))
+            return DIMMLClassifierOutput(logits=logits, modality_logits=modality_logits, head_weights=head_weights,
+                                         features=features)
+        return self._dmrnet_heads(features, modality_mask)
+
+    def _dimml_heads(self, features: dict[str, torch.Tensor], fusion_grad: bool) -> DIMMLClassifierOutput:
         modality_logits = {name: self.private_heads[name](feature) for name, feature in features.items()}
         shared_logits = {name: self.shared_classifier(feature) for name, feature in features.items()}
         fusion_logits = None
@@ -312,11 +400,37 @@ class DIMMLForMultimodalClassification(DIMMLPreTrainedModel):
             features=features,
         )
 
+    def _dmrnet_embed(self, concatenated: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mean, logvar = self.latent_mean(concatenated), self.latent_logvar(concatenated)
+        if self.training:  # reparameterised sample; the mean embedding at inference
+            embedding = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
+        else:
+            embedding = mean
+        return self.latent_classifier(embedding), mean, logvar
+
+    def _dmrnet_heads(self, features: dict[str, torch.Tensor], modality_mask: torch.Tensor | None):
+        if modality_mask is not None:
+            features = {
+                name: feature * modality_mask[:, self.config.modality_names.index(name), None].to(feature.dtype)
+                for name, feature in features.items()
+            }
+        logits, mean, logvar = self._dmrnet_embed(self._concat(features))
+        modality_logits = None
+        if modality_mask is None:
+            with torch.no_grad():  # each modality alone, the others zeroed: DMRNet's own subset prediction
+                modality_logits = {name: self._dmrnet_embed(self._concat({name: f}))[0] for name, f in
+                                   features.items()}
+        return DIMMLClassifierOutput(logits=logits, modality_logits=modality_logits, latent_mean=mean,
+                                     latent_logvar=logvar, features=features)
+
+    # --- forward -------------------------------------------------------------------------------------------------
+
     def forward(
         self,
         labels: torch.LongTensor | None = None,
         return_dict: bool | None = None,
         training_stage: int | None = None,
+        modality_mask: torch.Tensor | None = None,
         **modality_inputs: torch.Tensor | None,
     ) -> DIMMLClassifierOutput:
         r"""
@@ -324,19 +438,23 @@ class DIMMLForMultimodalClassification(DIMMLPreTrainedModel):
             labels (`torch.LongTensor` of shape `(batch,)`, *optional*):
                 Class indices; when given, `loss` is the cross-entropy of the final `logits`.
             training_stage (`int`, *optional*):
-                Set by the trainer. `1`: encoders, private heads and the shared classifier carry gradients; the fusion
-                head runs without. `2`: encoders and heads run without gradients (frozen), only the fusion head
-                carries them. Keeping the outputs that carry gradients exactly the ones the stage's loss uses is what
-                DistributedDataParallel (`find_unused_parameters=True`) needs. `None` (inference): everything.
+                DI-MML only, set by the trainer. `1`: encoders, private heads and the shared classifier carry
+                gradients; the fusion head runs without. `2`: encoders and heads run without gradients (frozen), only
+                the fusion head carries them. Keeping the outputs that carry gradients exactly the ones the stage's
+                loss uses is what DistributedDataParallel (`find_unused_parameters=True`) needs. `None`: everything.
+            modality_mask (`torch.BoolTensor` of shape `(batch, num_modalities)`, *optional*):
+                DMRNet training only: per-sample modality dropout.
             **modality_inputs:
                 One tensor per modality, by the names in `config.modalities`. Omit a modality (or pass `None`) to
                 predict without it.
         """
         if training_stage not in (None, 1, 2):
             raise ValueError(f"training_stage must be None, 1 or 2, got {training_stage!r}")
+        if training_stage is not None and self.config.method != "dimml":
+            raise ValueError(f"training_stage is DI-MML's; method {self.config.method!r} has one stage")
         with torch.set_grad_enabled(torch.is_grad_enabled() and training_stage != 2):
             features = self.dimml(**modality_inputs).features
-            output = self.forward_heads(features, fusion_grad=training_stage != 1)
+            output = self.forward_heads(features, fusion_grad=training_stage != 1, modality_mask=modality_mask)
         if training_stage == 2 and output.fusion_logits is not None:
             output.fusion_logits = self.fusion_head(self._concat(features))
         if labels is not None:

