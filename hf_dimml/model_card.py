@@ -286,7 +286,7 @@ def _raw_input_hint(modality: Mapping[str, Any], processor_config: Mapping[str, 
     if kind == "audio":
         rate = processor_config.get("sampling_rate")
         rate_text = f" at {rate} Hz" if rate else ""
-        hint = f"a waveform{rate_text}: 1-D array (pass sampling_rate=...), WAV file path or {{'array', 'sampling_rate'}}"
+        hint = f"a waveform{rate_text}: 1-D array (with sampling_rate=...), WAV path or {{'array', 'sampling_rate'}}"
     elif kind == "spectrogram":
         bins = shape[-2] if len(shape) >= 2 else processor_config.get("n_bins", "F")
         hint = f"a ({bins}, T) array of spectrogram frames, any length T"

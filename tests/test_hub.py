@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -248,6 +250,22 @@ def test_card_without_plot_or_repo_id_still_renders(tmp_path):
     assert "![training curves]" not in write_model_card(tmp_path).read_text()
     assert load_training_summary(tmp_path)["method"] == "dimml"
     assert {p.name for p in tmp_path.iterdir()} == {"training_summary.json", "README.md"}  # no temporary file left
+
+
+def test_card_snippet_describes_raw_inputs_and_file_mode_follows_umask(tmp_path):
+    recipe = {"processor": [{"name": "image", "value_range": [0, 1]}]}  # as train.py records the processor config
+    summary = dict(SUMMARY, dataset=dict(SUMMARY["dataset"], recipe=recipe))
+    (tmp_path / "training_summary.json").write_text(json.dumps(summary))
+    umask = os.umask(0o027)
+    try:
+        readme = write_model_card(tmp_path)
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(readme.stat().st_mode) == 0o640  # not tempfile's 0600: the umask decides, as for any file
+    text = readme.read_text()
+    assert "# audio_sample = a (13, T) array of spectrogram frames, any length T; processed to (1, 13, 20)" in text
+    assert "# image_sample = an image: PIL image, (H, W) / (H, W, C) array, values in [0, 1], or file path" in text
+    assert 'inputs = processor(audio=audio_sample, image=image_sample, return_tensors="pt")' in text
 
 
 def test_push_without_token_fails_clearly_and_leaves_folder_intact(hub, output_dir, monkeypatch, tmp_path):

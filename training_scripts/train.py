@@ -27,19 +27,33 @@ from transformers import HfArgumentParser, set_seed
 
 from hf_dimml import DIMMLConfig, DIMMLForMultimodalClassification
 from hf_dimml.data import MultimodalDataCollator
-from hf_dimml.data.presets import get_preset
+from hf_dimml.data.presets import DatasetPreset, prepare_dataset
 from hf_dimml.processing_dimml import DIMMLProcessor
 from hf_dimml.trainer import DIMMLTrainer, DIMMLTrainingArguments, modality_subsets
 
 logger = logging.getLogger("hf_dimml.train")
 
 
+# The config fields that define each method's training, recorded in training_summary.json and the model card.
+METHOD_HYPERPARAMETERS = {
+    "dimml": ("shared_weight", "duc_weight", "duc_temperature", "duc_start_epoch", "logit_temperature"),
+    "mla": ("mla_alpha_start", "mla_alpha_end"),
+    "dmrnet": ("dmrnet_kl_weight", "dmrnet_hcr_weight", "dmrnet_warmup_epochs", "dmrnet_latent_size"),
+    "joint": (),
+    "unimodal": (),
+}
+
+
 @dataclass
 class ModelArguments:
     """The model: method hyper-parameters and encoders (defaults come from the dataset preset)."""
 
-    method: str = field(default="dimml", metadata={"help": "Training method: dimml."})
-    hidden_size: int = field(default=128, metadata={"help": "Common feature size d of every modality."})
+    method: str = field(
+        default="dimml",
+        metadata={"help": "Training method: dimml, mla, dmrnet, joint or unimodal. The one-stage methods train the "
+                          "encoders for stage1_epochs (stage2_epochs is set to 0)."},
+    )
+    hidden_size: int | None = field(default=None, metadata={"help": "Common feature size d (default: preset's)."})
     encoders: list[str] | None = field(
         default=None, metadata={"help": "Override encoders as name=timm_model_or_mlp, e.g. audio=resnet18."}
     )
@@ -48,17 +62,84 @@ class ModelArguments:
     duc_temperature: float | None = field(default=None, metadata={"help": "DUC tau (default: the preset's)."})
     duc_start_epoch: int = field(default=10, metadata={"help": "Epoch at which DUC switches on."})
     logit_temperature: float | None = field(default=None, metadata={"help": "Inference weighting T (preset's)."})
+    mla_alpha_start: float = field(default=0.1, metadata={"help": "MLA: projection regulariser alpha at the start."})
+    mla_alpha_end: float = field(default=0.01, metadata={"help": "MLA: alpha at the end (linear decay)."})
+    dmrnet_kl_weight: float = field(default=1e-3, metadata={"help": "DMRNet: weight of the KL term."})
+    dmrnet_hcr_weight: float = field(default=0.25, metadata={"help": "DMRNet: weight of the hard-combination CE."})
+    dmrnet_warmup_epochs: int = field(default=6, metadata={"help": "DMRNet: epochs before the hard combination."})
 
 
 @dataclass
 class DataArguments:
-    """The data: a preset name and its knobs."""
+    """The data: a preset name and its knobs, or `user` and the columns of your own dataset (docs/datasets.md).
 
-    dataset: str = field(default="av_digits", metadata={"help": "Dataset preset (see hf_dimml.data.presets)."})
+    Structured values (`recipe_overrides`, `dataset_kwargs`, `processor_modalities`) are JSON/YAML text on the command
+    line and plain mappings / lists in a config file; `__post_init__` turns them into Python objects.
+    """
+
+    dataset: str = field(default="av_digits", metadata={
+        "help": "Dataset preset (av_digits, cremad, ave, kinetics_sounds, ucf101, modelnet40; see "
+                "hf_dimml.data.presets) or `user` for your own data (--dataset_path and the modalities)."})
     data_root: str | None = field(default=None, metadata={"help": "Local folder of a community-layout dataset."})
     dataset_cache_dir: str | None = field(default=None, metadata={"help": "Where built datasets are cached."})
-    split_seed: int = field(default=0, metadata={"help": "Seed of the dataset's splits (av_digits)."})
+    split_seed: int = field(default=0, metadata={"help": "Seed of the splits carved out of train."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the train split (debugging)."})
+    recipe_overrides: str | None = field(default=None, metadata={
+        "help": "Processor-config overrides per modality, e.g. '{\"audio\": {\"duration\": 2.0}}' (community "
+                "datasets: passed to the builder as its recipe, so the stored spectrograms follow it)."})
+    dataset_kwargs: str | None = field(default=None, metadata={
+        "help": "Other keyword arguments of the dataset loader as a mapping, e.g. '{\"on_missing\": \"skip\"}'."})
+    dataset_path: str | None = field(default=None, metadata={
+        "help": "dataset user: a save_to_disk folder, a parquet / csv / json(l) file or a data folder."})
+    data_format: str | None = field(default=None, metadata={
+        "help": "dataset user: force the datasets builder of dataset_path (parquet, csv, json, imagefolder, ...)."})
+    label_column: str = field(default="labels", metadata={"help": "dataset user: the column holding the class."})
+    processor_modalities: str | None = field(default=None, metadata={
+        "help": "dataset user: list of processor modality configs (a YAML list in the config file), each "
+                "optionally with column / columns (source columns, default: the name) and encoder / encoder_kwargs."})
+    modality_columns: list[str] | None = field(default=None, metadata={
+        "help": "dataset user: name=column, or name=col1,col2,... (numeric columns stacked into one vector)."})
+    modality_kinds: list[str] | None = field(default=None, metadata={
+        "help": "dataset user: name=kind (audio, spectrogram, image, frames, vector) for modalities without a "
+                "processor config (default parameters of the kind)."})
+    validation_fraction: float = field(default=0.1, metadata={
+        "help": "dataset user: fraction of train held out as validation when there is no validation split."})
+    test_fraction: float = field(default=0.1, metadata={
+        "help": "dataset user: fraction of train held out as test when there is no test split."})
+
+    def __post_init__(self) -> None:
+        self.recipe_overrides = _structured(self.recipe_overrides, "recipe_overrides", dict)
+        self.dataset_kwargs = _structured(self.dataset_kwargs, "dataset_kwargs", dict)
+        self.processor_modalities = _structured(self.processor_modalities, "processor_modalities", list)
+        self.modality_columns = _pairs(self.modality_columns, "modality_columns", split_values=True)
+        self.modality_kinds = _pairs(self.modality_kinds, "modality_kinds", split_values=False)
+
+
+def _structured(value: Any, name: str, expected: type) -> Any:
+    """JSON / YAML text (CLI, or a config file's mapping passed on as JSON) -> a dict or list."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value)  # YAML is a superset of JSON
+        except yaml.YAMLError as err:
+            raise ValueError(f"--{name}: not valid JSON/YAML: {err}") from err
+    if value is not None and not isinstance(value, expected):
+        raise ValueError(f"--{name} must be a {'mapping' if expected is dict else 'list'}, got {value!r}")
+    return value
+
+
+def _pairs(value: Any, name: str, split_values: bool) -> dict[str, Any] | None:
+    """`["a=x", "b=y,z"]` (CLI) or one JSON mapping (a config file's mapping) -> {"a": "x", "b": ["y", "z"]}."""
+    if value is None or isinstance(value, dict):
+        return value
+    if len(value) == 1 and str(value[0]).lstrip().startswith("{"):
+        return _structured(value[0], name, dict)
+    result: dict[str, Any] = {}
+    for item in value:
+        key, sep, text = str(item).partition("=")
+        if not sep or not key or not text:
+            raise ValueError(f"--{name} {item!r}: expected name=value")
+        result[key] = text.split(",") if split_values and "," in text else text
+    return result
 
 
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, DIMMLTrainingArguments]:
@@ -74,7 +155,9 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, DIM
             raise ValueError(f"config file {path} must hold a mapping of argument names to values")
         for key, value in values.items():
             file_args.append(f"--{key}")
-            if isinstance(value, list):
+            if isinstance(value, dict) or (isinstance(value, list) and any(isinstance(v, (dict, list)) for v in value)):
+                file_args.append(json.dumps(value))  # structured (e.g. processor_modalities): parsed by the dataclass
+            elif isinstance(value, list):
                 file_args.extend(str(item) for item in value)
             elif isinstance(value, bool):
                 file_args.append("true" if value else "false")
@@ -96,12 +179,26 @@ def has_accelerator() -> bool:
         torch.backends.mps.is_available())
 
 
-def load_dataset_dict(data_args: DataArguments) -> datasets.DatasetDict:
-    if data_args.dataset == "av_digits":
-        from hf_dimml.data import load_av_digits
-
-        return load_av_digits(split_seed=data_args.split_seed, cache_dir=data_args.dataset_cache_dir)
-    raise ValueError(f"no loader for dataset {data_args.dataset!r}")
+def load_dataset_dict(data_args: DataArguments) -> tuple[DatasetPreset, datasets.DatasetDict]:
+    """The dataset and its preset as loaded (recipe overrides applied; a user dataset's preset derived from its
+    processor configs): the processor is `DIMMLProcessor(preset.processor_modalities)`, the model reads
+    `preset.model_modalities`."""
+    return prepare_dataset(
+        data_args.dataset,
+        data_root=data_args.data_root,
+        cache_dir=data_args.dataset_cache_dir,
+        split_seed=data_args.split_seed,
+        recipe_overrides=data_args.recipe_overrides,
+        dataset_kwargs=data_args.dataset_kwargs,
+        dataset_path=data_args.dataset_path,
+        data_format=data_args.data_format,
+        label_column=data_args.label_column,
+        processor_modalities=data_args.processor_modalities,
+        modality_columns=data_args.modality_columns,
+        modality_kinds=data_args.modality_kinds,
+        validation_fraction=data_args.validation_fraction,
+        test_fraction=data_args.test_fraction,
+    )
 
 
 def build_config(model_args: ModelArguments, preset, label_names: list[str]) -> DIMMLConfig:
@@ -117,13 +214,18 @@ def build_config(model_args: ModelArguments, preset, label_names: list[str]) -> 
             matches[0]["encoder_kwargs"] = {}
     return DIMMLConfig(
         modalities=modalities,
-        hidden_size=model_args.hidden_size,
+        hidden_size=model_args.hidden_size or preset.hidden_size,
         method=model_args.method,
         shared_weight=model_args.shared_weight,
         duc_weight=model_args.duc_weight,
         duc_temperature=model_args.duc_temperature or preset.duc_temperature,
         duc_start_epoch=model_args.duc_start_epoch,
         logit_temperature=model_args.logit_temperature or preset.logit_temperature,
+        mla_alpha_start=model_args.mla_alpha_start,
+        mla_alpha_end=model_args.mla_alpha_end,
+        dmrnet_kl_weight=model_args.dmrnet_kl_weight,
+        dmrnet_hcr_weight=model_args.dmrnet_hcr_weight,
+        dmrnet_warmup_epochs=model_args.dmrnet_warmup_epochs,
         id2label=dict(enumerate(label_names)),
         label2id={name: index for index, name in enumerate(label_names)},
     )
@@ -140,7 +242,7 @@ def plot_training_curves(log_history: list[dict[str, Any]], modality_names: list
         logger.warning("matplotlib is not installed: no training-curves plot (pip install 'hf_dimml[plots]')")
         return False
     evals = [entry for entry in log_history if "eval_accuracy" in entry]
-    series = {f"{name} head": f"eval_accuracy_private_{name}" for name in modality_names}
+    series = {f"{name} alone": f"eval_accuracy_{name}" for name in modality_names}
     series["fusion head"] = "eval_accuracy_fusion"
     series["weighted prediction"] = "eval_accuracy"
     figure, axis = plt.subplots(figsize=(6, 4))
@@ -176,7 +278,7 @@ def strip_prefix(metrics: dict[str, float], prefix: str) -> dict[str, Any]:
         if name.startswith("accuracy_subset_"):
             result["subset_accuracy"][name[len("accuracy_subset_"):]] = value
         elif name.startswith(("accuracy", "macro_f1", "loss")):
-            result[name.replace("accuracy_private_", "accuracy_")] = value
+            result[name] = value
     return result
 
 
@@ -186,10 +288,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     datasets.utils.logging.set_verbosity(training_args.get_process_log_level())
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, by hf_dimml.hub
+    if model_args.method != "dimml" and training_args.stage2_epochs:
+        # One-stage methods: the encoders get the same stage1_epochs budget as DI-MML's stage 1.
+        training_args.stage2_epochs = 0
+        training_args.num_train_epochs = training_args.stage1_epochs
     set_seed(training_args.seed)
 
-    preset = get_preset(data_args.dataset)
-    raw = load_dataset_dict(data_args)
+    preset, raw = load_dataset_dict(data_args)  # preset as loaded: recipe overrides applied, user modalities derived
     missing_splits = {"train", "validation", "test"} - set(raw)
     if missing_splits:
         raise ValueError(f"dataset {data_args.dataset!r} lacks split(s) {sorted(missing_splits)}")
@@ -224,16 +329,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     trainer.log_metrics("test", test_metrics)
 
     summary: dict[str, Any] = {}
+    push_error = None
     if trainer.is_world_process_zero():
         output_dir = Path(training_args.output_dir)
         plotted = plot_training_curves(trainer.state.log_history, config.modality_names,
                                        output_dir / "training_curves.png")
         summary = {
             "method": config.method,
-            "method_hyperparameters": {
-                key: getattr(config, key)
-                for key in ("shared_weight", "duc_weight", "duc_temperature", "duc_start_epoch", "logit_temperature")
-            },
+            "method_hyperparameters": {key: getattr(config, key) for key in METHOD_HYPERPARAMETERS[config.method]},
             "modalities": [
                 {key: spec[key] for key in ("name", "kind", "encoder", "input_shape")} for spec in config.modalities
             ],
@@ -271,21 +374,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
             if not training_args.hub_model_id:
                 raise ValueError("--push_to_hub needs --hub_model_id user/name")
-            url = push_folder(output_dir, training_args.hub_model_id, token=training_args.hub_token,
-                              private=training_args.hub_private_repo)
-            logger.info("pushed to %s", url)
+            try:
+                url = push_folder(output_dir, training_args.hub_model_id, token=training_args.hub_token,
+                                  private=training_args.hub_private_repo)
+                logger.info("pushed to %s", url)
+            except (ValueError, OSError, RuntimeError) as error:  # no token, unreachable, refused, offline, HTTP
+                push_error = (
+                    f"error: could not push to {training_args.hub_model_id}: {error}\n"
+                    f"The trained model is saved in {output_dir}; push it later with: python "
+                    f"training_scripts/push_to_hub.py --output_dir {output_dir} --repo_id {training_args.hub_model_id}"
+                )
     trainer.accelerator.wait_for_everyone()
+    if push_error:
+        raise SystemExit(push_error)  # exit status 1, after every process is done
     return summary
 
 
 def print_results(summary: dict[str, Any], modality_names: list[str]) -> None:
     test = summary["metrics"]["test"]
-    rows = [("weighted prediction (DI-MML)", test.get("accuracy"))]
-    if "accuracy_fusion" in test:
-        rows.append(("fusion head", test["accuracy_fusion"]))
-    else:
-        rows.append(("fusion head", None))  # the selected checkpoint is from stage 1
-    rows += [(f"{name} head alone", test.get(f"accuracy_{name}")) for name in modality_names]
+    rows = [(f"full prediction ({summary['method']})", test.get("accuracy"))]
+    if summary["method"] == "dimml":
+        # None: the selected checkpoint is from stage 1, so the fusion head is not used
+        rows.append(("fusion head", test.get("accuracy_fusion")))
+    rows += [(f"{name} alone", test.get(f"accuracy_{name}")) for name in modality_names]
     rows += [(f"subset {subset}", value) for subset, value in test["subset_accuracy"].items()]
     width = max(len(name) for name, _ in rows)
     print(f"\nTest accuracy ({summary['dataset']['name']}, {summary['dataset']['splits']['test']} samples), "
