@@ -403,9 +403,12 @@ class DIMMLTrainer(Trainer):
                 heads += [outputs.shared_logits[n] for n in self.modality_names]
             if self._fusion_in_use():
                 heads += [outputs.fusion_logits]
-            for subset in modality_subsets(self.modality_names):
-                subset_features = {name: outputs.features[name] for name in subset}
-                heads.append(self._unwrapped.forward_heads(subset_features).logits)
+            # forward_heads is not the (autocast-wrapped) forward: give it the same mixed precision explicitly, so
+            # that the full subset and the single-modality subsets agree with the outputs above.
+            with self.accelerator.autocast():
+                for subset in modality_subsets(self.modality_names):
+                    subset_features = {name: outputs.features[name] for name in subset}
+                    heads.append(self._unwrapped.forward_heads(subset_features).logits)
         predictions = torch.stack([head.argmax(-1) for head in heads], dim=1)
         return loss, predictions, labels
 

@@ -290,6 +290,9 @@ def test_bf16_autocast_on_cpu_trains(tmp_path):
     assert torch.bfloat16 in seen
     metrics = trainer.evaluate()
     assert math.isfinite(metrics["eval_loss"]) and metrics["eval_accuracy"] > 0.25
+    # Subset predictions run under the same autocast as the full forward: they agree exactly.
+    assert metrics["eval_accuracy_subset_a"] == metrics["eval_accuracy_a"]
+    assert metrics["eval_accuracy_subset_a+b"] == metrics["eval_accuracy"]
 
 
 class KillAtStep(TrainerCallback):
