@@ -39,8 +39,11 @@ _AV_DIGITS_MODALITIES: list[dict[str, Any]] = [
 
 
 def _is_timm_model(name: str) -> bool:
-    import timm  # noqa: PLC0415 - imported lazily: configs of MLP-only models must not need timm
-
+    # Inside try: transformers' trust_remote_code import check skips it, so MLP-only checkpoints load without timm.
+    try:
+        import timm  # noqa: PLC0415
+    except ImportError as error:
+        raise ImportError(f"encoder {name!r} is a timm model: pip install timm") from error
     return timm.is_model(name)
 
 

@@ -104,7 +104,7 @@ def effective_dimension_accuracy(features: torch.Tensor, labels: torch.Tensor, n
     above, below = mean_c > mean_y, mean_c < mean_y
     # Away from their midpoint, |h - mu_y| and |h - mu_c| differ by the gap between the means; comparing them in
     # float32 is then exact as long as the gap exceeds a few ulps of the largest |h - mu| (else: brute force).
-    reach = features.abs().amax(dim=0) + class_means.abs().amax(dim=0)
+    reach = torch.maximum(features.amax(dim=0), -features.amin(dim=0)) + class_means.abs().amax(dim=0)
     gaps = (mean_c.double() - mean_y.double()).abs()
     unsafe = ((above | below) & (gaps <= reach.double() * 2.0 ** -22)).any(dim=1).any(dim=0)
     unsafe |= ~torch.isfinite(reach)
@@ -114,7 +114,7 @@ def effective_dimension_accuracy(features: torch.Tensor, labels: torch.Tensor, n
     outward = torch.where(above, infinity, -infinity)
     edge = torch.where(above | below, ((mean_y.double() + mean_c.double()) / 2).float(), mean_y)
     settled = ~(above | below) | unsafe
-    for _ in range(4):
+    for _ in range(3):
         inside = y_beats_c(edge)
         further = torch.nextafter(edge, outward)
         settled = settled | (inside & ~y_beats_c(further))
@@ -124,20 +124,27 @@ def effective_dimension_accuracy(features: torch.Tensor, labels: torch.Tensor, n
     unsafe |= ~settled.all(dim=1).all(dim=0)
     high = torch.where(above, edge, infinity).amin(dim=1)  # (C, d)
     low = torch.where(below, edge, -infinity).amax(dim=1)
-    lost_tie = ((mean_c == mean_y) & ~y_first & other).any(dim=1)  # an earlier class has the same mean
+    lost_tie = ((mean_c == mean_y) & ~y_first & other).any(dim=1)  # an earlier class has the same mean: never y
+    high.masked_fill_(lost_tie, -float("inf"))
+    low.masked_fill_(lost_tie, float("inf"))
 
-    hits = torch.zeros(dim, dtype=torch.int64, device=device)
-    for label, block in enumerate(blocks):
-        if block.shape[0]:
-            inside = (block >= low[label]) & (block <= high[label])
-            hits += inside.sum(dim=0).masked_fill_(lost_tie[label], 0)
+    hits = torch.stack([
+        ((block >= low[label]) & (block <= high[label])).sum(dim=0) for label, block in enumerate(blocks)
+    ]).sum(dim=0)
     if bool(unsafe.any()):
         columns = unsafe.nonzero().flatten()
-        column_means = class_means[:, columns].T[:, None, :]  # (k, 1, C)
+        column_means = class_means.index_select(1, columns)  # (C, k)
         for start in range(0, num_samples, chunk_size):
-            chunk = features[start:start + chunk_size, columns].T[:, :, None]  # (k, n, 1)
-            nearest = (chunk - column_means).abs().argmin(dim=2)  # (k, n)
-            chunk_hits = (nearest == labels[None, start:start + chunk_size]).sum(dim=1)
+            chunk = features[start:start + chunk_size].index_select(1, columns)  # (n, k)
+            # argmin over classes, one class at a time: first minimum wins, NaN counts as the minimum (as argmin).
+            best = (chunk - column_means[0]).abs()
+            nearest = torch.zeros(best.shape, dtype=torch.int64, device=device)
+            for label in range(1, num_classes):
+                distance = (chunk - column_means[label]).abs()
+                better = (distance < best) | (distance.isnan() & ~best.isnan())
+                best = torch.where(better, distance, best)
+                nearest.masked_fill_(better, label)
+            chunk_hits = (nearest == labels[start:start + chunk_size, None]).sum(dim=0)
             hits[columns] = (hits[columns] if start else 0) + chunk_hits
     return (hits.double() / num_samples).float()
 

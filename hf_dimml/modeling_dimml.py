@@ -156,7 +156,12 @@ def _build_backbone(spec: dict) -> nn.Module:
             hidden_sizes=list(kwargs.get("hidden_sizes", [256])),
             dropout=float(kwargs.get("dropout", 0.0)),
         )
-    import timm  # noqa: PLC0415 - MLP-only models do not need timm
+    # Inside try: transformers' trust_remote_code import check skips it, so MLP-only checkpoints load without timm.
+    try:
+        import timm  # noqa: PLC0415
+    except ImportError as error:
+        raise ImportError(f"encoder {spec['encoder']!r} of modality {spec['name']!r} needs timm: pip install timm") \
+            from error
 
     # Never pretrained weights here: from_pretrained builds the model on the meta device (DESIGN §7).
     return timm.create_model(spec["encoder"], pretrained=False, num_classes=0, in_chans=frame_shape[0], **kwargs)

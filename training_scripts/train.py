@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     datasets.utils.logging.set_verbosity(training_args.get_process_log_level())
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, by hf_dimml.hub
+    if push_to_hub and not training_args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id user/name")  # before training, not after it
     if model_args.method != "dimml" and training_args.stage2_epochs:
         # One-stage methods: the encoders get the same stage1_epochs budget as DI-MML's stage 1.
         training_args.stage2_epochs = 0
@@ -372,8 +374,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if push_to_hub:
             from hf_dimml.hub import push_to_hub as push_folder
 
-            if not training_args.hub_model_id:
-                raise ValueError("--push_to_hub needs --hub_model_id user/name")
             try:
                 url = push_folder(output_dir, training_args.hub_model_id, token=training_args.hub_token,
                                   private=training_args.hub_private_repo)
