@@ -243,8 +243,10 @@ def dmrnet_loss(
     total = cross_entropy + kl_weight * kl
     components = {"loss_ce": cross_entropy.detach(), "loss_kl": kl.detach()}
     if hard_combination >= 0:
-        selected = combination == hard_combination
-        hcr = F.cross_entropy(logits[selected].float(), labels[selected]) if bool(selected.any()) else total.new_zeros(())
+        # A masked mean rather than indexing: no device sync, and 0 when the batch has no hard sample.
+        selected = (combination == hard_combination).float()
+        per_sample = F.cross_entropy(logits.float(), labels, reduction="none")
+        hcr = (per_sample * selected).sum() / selected.sum().clamp_min(1.0)
         total = total + hcr_weight * hcr
         components["loss_hcr"] = hcr.detach()
     return total, components

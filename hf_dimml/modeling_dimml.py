@@ -78,7 +78,8 @@ class DIMMLClassifierOutput(ModelOutput):
         fusion_logits (`torch.FloatTensor`, *optional*):
             Fusion head over the concatenated features; `None` when a modality is missing.
         head_weights (`torch.FloatTensor` of shape `(batch, num_heads)`):
-            Per-sample weight of each head in `logits` (private heads in config order, then fusion if used).
+            Per-sample weight of each head in `logits`: the private heads in config order, then the fusion head when
+            all modalities are present (weight 0 until stage 2 has trained it).
         latent_mean, latent_logvar (`torch.FloatTensor` of shape `(batch, latent)`, *optional*):
             DMRNet's Gaussian embedding.
         features (`dict[str, torch.FloatTensor]`):
@@ -97,22 +98,27 @@ class DIMMLClassifierOutput(ModelOutput):
 
 
 def certainty_weighted_logits(
-    head_logits: list[torch.Tensor], temperature: float
+    head_logits: list[torch.Tensor], temperature: float, available: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Certainty-aware logit weighting (DESIGN §2), per sample.
 
     ``c_k = max softmax(z_k)``, ``w = softmax_k(c_k / T)``, ``z = sum_k w_k z_k``.
 
     Args:
-        head_logits: K tensors `(batch, classes)`, one per available head.
+        head_logits: K tensors `(batch, classes)`, one per head.
         temperature: T.
+        available: optional boolean `(K,)`: heads marked False get weight 0 (a tensor, not a Python bool, so that
+            the decision never synchronises the device).
 
     Returns:
         The weighted logits `(batch, classes)` and the weights `(batch, K)`.
     """
     stacked = torch.stack(head_logits, dim=1)  # (B, K, C)
     certainty = stacked.float().softmax(dim=-1).amax(dim=-1)  # (B, K)
-    weights = (certainty / temperature).softmax(dim=1)
+    scores = certainty / temperature
+    if available is not None:
+        scores = scores.masked_fill(~available, float("-inf"))
+    weights = scores.softmax(dim=1)
     return (weights.unsqueeze(-1) * stacked.float()).sum(dim=1).to(stacked.dtype), weights
 
 
@@ -323,8 +329,7 @@ class DIMMLForMultimodalClassification(DIMMLPreTrainedModel):
             self.register_buffer("fusion_head_trained", torch.zeros((), dtype=torch.bool))
         if method == "mla":
             self.register_buffer("mla_projector", torch.eye(hidden_size))
-            self.register_buffer("mla_previous_mean", torch.zeros(hidden_size))
-            self.register_buffer("mla_has_previous", torch.zeros((), dtype=torch.bool))
+            self.register_buffer("mla_previous_mean", torch.zeros(hidden_size))  # zero: P stays I at the first step
         if method == "dmrnet":
             latent = config.dmrnet_latent_size
             self.latent_mean = nn.Sequential(nn.Linear(num_modalities * hidden_size, latent), nn.BatchNorm1d(latent))
@@ -393,9 +398,13 @@ class DIMMLForMultimodalClassification(DIMMLPreTrainedModel):
             with torch.set_grad_enabled(torch.is_grad_enabled() and fusion_grad):
                 fusion_logits = self.fusion_head(self._concat(features))
         heads = list(modality_logits.values())
-        if fusion_logits is not None and bool(self.fusion_head_trained):
+        available = None
+        if fusion_logits is not None:
+            # The fusion head counts only once stage 2 has trained it (weight 0 before).
             heads.append(fusion_logits)
-        logits, head_weights = certainty_weighted_logits(heads, self.config.logit_temperature)
+            available = torch.cat([self.fusion_head_trained.new_ones(len(modality_logits)),
+                                   self.fusion_head_trained.view(1)])
+        logits, head_weights = certainty_weighted_logits(heads, self.config.logit_temperature, available)
         return DIMMLClassifierOutput(
             logits=logits,
             modality_logits=modality_logits,

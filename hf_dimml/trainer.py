@@ -126,6 +126,9 @@ class DIMMLTrainer(Trainer):
             raise ValueError("MLA takes one optimiser step per modality and batch: gradient_accumulation_steps "
                              "must be 1")
         self.stage = 1
+        # Per-epoch Python copies of model state the steps branch on: no device sync per step.
+        self._duc_mask: torch.Tensor | None = None
+        self._dmrnet_hard_combination = -1
         self._metric = load_multimodal_metric()
         if self.compute_metrics is None:
             self.compute_metrics = self._compute_metrics
@@ -161,6 +164,7 @@ class DIMMLTrainer(Trainer):
                 mean_variance = model.dmrnet_variance_sum / model.dmrnet_variance_count.clamp_min(1)
                 mean_variance[model.dmrnet_variance_count == 0] = -1.0
                 model.dmrnet_hard_combination.fill_(int(mean_variance.argmax()))
+            self._dmrnet_hard_combination = int(model.dmrnet_hard_combination)  # read once per epoch, not per step
             return
         if self.method != "dimml":
             return
@@ -179,6 +183,7 @@ class DIMMLTrainer(Trainer):
         ):
             model.duc_mask.copy_(self.select_effective_dimensions())
             model.duc_mask_ready.fill_(True)
+        self._duc_mask = model.duc_mask if bool(model.duc_mask_ready) else None
 
     @torch.no_grad()
     def select_effective_dimensions(self) -> torch.Tensor:
@@ -250,7 +255,7 @@ class DIMMLTrainer(Trainer):
         config = self._unwrapped.config
         if self.method == "dimml" and self.stage == 1:
             outputs = model(**modality_inputs, training_stage=1)
-            mask = self._unwrapped.duc_mask if bool(self._unwrapped.duc_mask_ready) else None
+            mask = self._duc_mask
             loss, components = dimml_stage1_loss(
                 outputs.modality_logits, outputs.shared_logits, outputs.features, labels,
                 shared_weight=config.shared_weight, duc_weight=config.duc_weight,
@@ -283,7 +288,7 @@ class DIMMLTrainer(Trainer):
         present = draw_modality_subsets(labels.shape[0], len(self.modality_names), device=labels.device)
         outputs = model(**modality_inputs, modality_mask=present)
         combination = unwrapped.combination_index(present)
-        hard = int(unwrapped.dmrnet_hard_combination)
+        hard = self._dmrnet_hard_combination
         loss, components = dmrnet_loss(
             outputs.logits, outputs.latent_mean, outputs.latent_logvar, labels, combination, hard,
             kl_weight=config.dmrnet_kl_weight, hcr_weight=config.dmrnet_hcr_weight,
@@ -322,17 +327,17 @@ class DIMMLTrainer(Trainer):
             loss = nn.functional.cross_entropy(outputs.modality_logits[name].float(), labels)
             self.accelerator.backward(loss)
             head = unwrapped.shared_classifier.weight
-            if bool(unwrapped.mla_has_previous):
-                mla_update_projector(unwrapped.mla_projector, unwrapped.mla_previous_mean, alpha)
-                if head.grad is not None:
-                    head.grad.copy_(mla_project_head_gradient(head.grad, unwrapped.mla_projector))
+            # At the very first step the previous mean is still zero: the update leaves P = I (no device sync to
+            # test for it).
+            mla_update_projector(unwrapped.mla_projector, unwrapped.mla_previous_mean, alpha)
+            if head.grad is not None:
+                head.grad.copy_(mla_project_head_gradient(head.grad, unwrapped.mla_projector))
             if self.args.max_grad_norm:
                 self.accelerator.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             mean_feature = outputs.features[name].detach().float().mean(dim=0)
             unwrapped.mla_previous_mean.copy_(self.accelerator.reduce(mean_feature, "mean"))
-            unwrapped.mla_has_previous.fill_(True)
             total = total + loss.detach()
             self._accumulate_train_stats({f"loss_{name}": loss.detach()}, outputs, labels)
         return total

@@ -129,8 +129,9 @@ def test_forward_outputs(model, tester):
     assert output.fusion_logits.shape == (tester.batch_size, tester.num_labels)
     assert all(f.shape == (tester.batch_size, tester.hidden_size) for f in output.features.values())
     assert torch.isfinite(output.loss)
-    # Before stage 2 the fusion head is not weighted in: three private heads.
-    assert output.head_weights.shape == (tester.batch_size, 3)
+    # Before stage 2 the fusion head is not weighted in: three private heads, the fusion head at weight 0.
+    assert output.head_weights.shape == (tester.batch_size, 4)
+    assert (output.head_weights[:, 3] == 0).all()
     torch.testing.assert_close(output.head_weights.sum(1), torch.ones(tester.batch_size))
 
 
