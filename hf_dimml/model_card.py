@@ -193,6 +193,10 @@ def _metric_rows(metrics: Mapping[str, Any], modality_names: list[str]) -> list[
         key = f"accuracy_{name}"
         if _is_number(metrics.get(key)):
             rows.append((key, "accuracy", f"Accuracy ({name} branch)", None))
+    for name in modality_names:
+        key = f"accuracy_shared_{name}"
+        if _is_number(metrics.get(key)):
+            rows.append((key, "accuracy", f"Accuracy (shared classifier, {name})", None))
     if _is_number(metrics.get("accuracy_fusion")):
         rows.append(("accuracy_fusion", "accuracy", "Accuracy (fusion head)", None))
     known = {row[0] for row in rows}

@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "stage1_epochs": training_args.stage1_epochs,
                 "stage2_epochs": training_args.stage2_epochs,
                 "learning_rate": training_args.learning_rate,
-                "optimizer": str(training_args.optim),
+                "optimizer": getattr(training_args.optim, "value", str(training_args.optim)),
                 "batch_size": training_args.per_device_train_batch_size * training_args.world_size,
                 "seed": training_args.seed,
                 "mixed_precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "no",
