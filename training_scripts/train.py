@@ -358,6 +358,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "seed": training_args.seed,
                 "mixed_precision": "bf16" if training_args.bf16 else "fp16" if training_args.fp16 else "no",
                 "num_processes": training_args.world_size,
+                "train_runtime_s": train_result.metrics.get("train_runtime"),
             },
             "labels": label_names,
             "subsets": ["+".join(subset) for subset in modality_subsets(config.modality_names)],
