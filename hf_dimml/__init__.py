@@ -3,6 +3,7 @@
 import transformers
 
 from .configuration_dimml import DIMMLConfig
+from .processing_dimml import DIMMLProcessor
 from .modeling_dimml import (
     CLASSIFIER_AUTO_CLASSES,
     DIMMLClassifierOutput,
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "DIMMLConfig",
+    "DIMMLProcessor",
     "DIMMLPreTrainedModel",
     "DIMMLModel",
     "DIMMLForMultimodalClassification",
@@ -33,6 +35,8 @@ __all__ = [
 transformers.AutoConfig.register(DIMMLConfig.model_type, DIMMLConfig, exist_ok=True)
 for _auto_class_name in CLASSIFIER_AUTO_CLASSES:
     getattr(transformers, _auto_class_name).register(DIMMLConfig, DIMMLForMultimodalClassification, exist_ok=True)
+transformers.AutoFeatureExtractor.register(DIMMLConfig, DIMMLProcessor, exist_ok=True)
+transformers.AutoProcessor.register(DIMMLConfig, DIMMLProcessor, exist_ok=True)
 DIMMLConfig.register_for_auto_class()
 DIMMLForMultimodalClassification.register_for_auto_class("AutoModel")
 del _auto_class_name

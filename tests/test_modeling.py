@@ -369,3 +369,20 @@ def test_trust_remote_code_without_hf_dimml_installed(tmp_path, model, tester):
     assert "transformers_modules" in result.stdout
     remote = torch.load(tmp_path / "remote_logits.pt")
     torch.testing.assert_close(remote, expected.detach())
+
+
+def test_auto_processor_resolves_locally_without_remote_code(tmp_path, model):
+    from transformers import AutoFeatureExtractor, AutoProcessor
+
+    from hf_dimml import DIMMLProcessor
+
+    processor = DIMMLProcessor(modalities=[
+        {"name": "audio", "kind": "spectrogram", "num_frames": 5, "n_bins": 6},
+        {"name": "image", "kind": "image", "channels": 3, "image_size": [16, 16]},
+    ])
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    for auto_class in (AutoProcessor, AutoFeatureExtractor):
+        loaded = auto_class.from_pretrained(tmp_path)  # no trust_remote_code: the installed package serves it
+        assert type(loaded) is DIMMLProcessor
+        assert loaded.modalities == processor.modalities
