@@ -462,3 +462,24 @@ def test_prepare_script_builds_and_saves_the_processor(tmp_path: Path, capsys: p
     assert "modelnet40: train 6, validation 2, test 2 rows" in capsys.readouterr().out
     processor = DIMMLProcessor.from_pretrained(tmp_path / "proc")
     assert processor.modality_config("rear")["image_size"] == [16, 12]
+
+
+def test_user_dataset_from_a_hub_id_goes_through_load_dataset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name that is no local path but looks like a Hub id is loaded with datasets.load_dataset (Hub reachable)."""
+    rows = {"x": [[0.0, 1.0], [1.0, 0.0]] * 10, "y": ["a", "b"] * 10}
+    asked = []
+
+    def fake_load_dataset(name, cache_dir=None, **kwargs):
+        asked.append(name)
+        return datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows)})
+
+    monkeypatch.setattr(builders.datasets, "load_dataset", fake_load_dataset)
+    loaded = load_user_dataset("someone/feature-set", {"feats": "x"}, label_column="y")
+    assert asked == ["someone/feature-set"]
+    assert set(loaded) == {"train", "validation", "test"}
+    assert "feats" in loaded["train"].column_names
+
+
+def test_user_dataset_hub_id_offline_fails_clearly() -> None:
+    with pytest.raises(FileNotFoundError, match="no local dataset at .*from the Hugging Face Hub failed"):
+        load_user_dataset("someone/not-here-offline", {"feats": "x"})

@@ -1226,6 +1226,15 @@ def _load_any(dataset_or_path: Any, data_format: str | None, cache_dir: str | No
         raise ValueError(f"expected a datasets.Dataset, DatasetDict or a path, got {type(dataset_or_path).__name__}")
     path = Path(dataset_or_path)
     if not path.exists():
+        name = str(dataset_or_path)
+        if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and not name.startswith("."):
+            # Not a local path but shaped like a Hub dataset id ("name" or "owner/name"): the Hub, when reachable.
+            try:
+                return _load_any(datasets.load_dataset(name, cache_dir=cache_dir), None, cache_dir)
+            except Exception as error:  # offline, unknown repo, no access: one clear message
+                raise FileNotFoundError(
+                    f"no local dataset at {path}, and loading {name!r} from the Hugging Face Hub failed: {error}"
+                ) from error
         raise FileNotFoundError(f"no dataset at {path}")
     if (
         path.is_dir()
