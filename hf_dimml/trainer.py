@@ -157,7 +157,8 @@ class DIMMLTrainer(Trainer):
         return self.model
 
     def begin_epoch(self, epoch: int) -> None:
-        """Set the stage for `epoch` (0-based) and, once, select DUC's effective dimensions."""
+        """Per-epoch state changes, also for a resumed epoch: DI-MML's stage (stage 2 starts from the best stage-1
+        checkpoint) and, once, DUC's effective dimensions; DMRNet's hard combination once its warm-up is over."""
         model = self._unwrapped
         self.stage = 1 if epoch < self.args.stage1_epochs else 2
         if self.method == "dmrnet":
