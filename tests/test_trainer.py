@@ -356,7 +356,8 @@ def test_modality_subsets_are_all_non_empty_subsets():
 # --- end to end through accelerate launch, two processes -----------------------------------------------------------
 
 
-def test_two_process_accelerate_launch_trains_and_saves(tmp_path):
+@pytest.mark.parametrize("method", ["dimml", "mla"])  # mla: several optimiser steps per batch under DDP
+def test_two_process_accelerate_launch_trains_and_saves(tmp_path, method):
     output_dir = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DIMML_CACHE": str(tmp_path / "cache")}
     command = [
@@ -365,14 +366,18 @@ def test_two_process_accelerate_launch_trains_and_saves(tmp_path):
         str(REPO / "training_scripts/train.py"), str(REPO / "training_scripts/configs/av_digits_dimml.yaml"),
         "--output_dir", str(output_dir), "--stage1_epochs", "2", "--stage2_epochs", "1", "--duc_start_epoch", "1",
         "--max_train_samples", "256", "--load_best_model_at_end", "false", "--save_strategy", "no",
-        "--disable_tqdm", "true",
+        "--disable_tqdm", "true", "--method", method,
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     summary = json.loads((output_dir / "training_summary.json").read_text())
     assert summary["training"]["num_processes"] == 2  # world size seen inside the run
     model = DIMMLForMultimodalClassification.from_pretrained(output_dir).eval()
-    assert bool(model.duc_mask_ready) and bool(model.fusion_head_trained)
+    assert model.config.method == method
+    if method == "dimml":
+        assert bool(model.duc_mask_ready) and bool(model.fusion_head_trained)
+    else:
+        assert not torch.equal(model.mla_projector, torch.eye(model.config.hidden_size))
     out = model(audio=torch.randn(3, 1, 13, 20), image=torch.rand(3, 1, 8, 8))
     assert out.logits.shape == (3, 10)
     assert 0.1 < summary["metrics"]["test"]["accuracy"] <= 1.0
