@@ -14,6 +14,7 @@ What is local and what is gathered under data parallelism:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -70,13 +71,7 @@ class DIMMLTrainingArguments(TrainingArguments):
 
 def modality_subsets(names: list[str]) -> list[tuple[str, ...]]:
     """Every non-empty subset of modalities, smallest first, each in config order."""
-    subsets = []
-    for size in range(1, len(names) + 1):
-        for mask in range(1, 2 ** len(names)):
-            subset = tuple(name for index, name in enumerate(names) if mask >> index & 1)
-            if len(subset) == size:
-                subsets.append(subset)
-    return subsets
+    return [subset for size in range(1, len(names) + 1) for subset in itertools.combinations(names, size)]
 
 
 class _StageCallback(TrainerCallback):
@@ -202,8 +197,7 @@ class DIMMLTrainer(Trainer):
         labels: list[torch.Tensor] = []
         for batch in self.get_eval_dataloader(self.train_dataset):
             modality_inputs, batch_labels = self._split_inputs(batch)
-            with self.autocast_smart_context_manager():
-                batch_features = self.model(**modality_inputs).features
+            batch_features = self.model(**modality_inputs).features  # the prepared forward runs under autocast
             for name in self.modality_names:
                 features[name].append(self.accelerator.gather_for_metrics(batch_features[name].float()).cpu())
             labels.append(self.accelerator.gather_for_metrics(batch_labels).cpu())
@@ -400,7 +394,7 @@ class DIMMLTrainer(Trainer):
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Returns the class predicted by every head and every modality subset, `(batch, num_heads)`."""
         modality_inputs, labels = self._split_inputs(inputs)
-        with torch.no_grad(), self.autocast_smart_context_manager():
+        with torch.no_grad():
             outputs = model(**modality_inputs, labels=labels)
             loss = outputs.loss.detach() if outputs.loss is not None else None
             if prediction_loss_only:
