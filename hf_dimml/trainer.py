@@ -54,6 +54,12 @@ class DIMMLTrainingArguments(TrainingArguments):
                           "(the DI-MML reference uses 70). Unset: stage 1 follows `lr_scheduler_type`."},
     )
     lr_step_gamma: float = field(default=0.1, metadata={"help": "Decay factor of the stage-1 StepLR."})
+    channels_last: bool = field(
+        default=False,
+        metadata={"help": "Keep convolution weights, and so activations, in channels_last (NHWC) memory format: "
+                          "faster convolutions with bf16/fp16 on GPUs and on CPUs with oneDNN (BENCHMARKS.md rows 4 "
+                          "and 6). No effect on MLP encoders; checkpoints are saved in the usual layout."},
+    )
 
     def __post_init__(self) -> None:
         if self.stage1_epochs < 1 or self.stage2_epochs < 0:
@@ -120,6 +126,9 @@ class DIMMLTrainer(Trainer):
         if self.method == "mla" and self.args.gradient_accumulation_steps != 1:
             raise ValueError("MLA takes one optimiser step per modality and batch: gradient_accumulation_steps "
                              "must be 1")
+        if self.args.channels_last:
+            # A convolution runs in its weight's memory format: activations are NHWC from the first convolution on.
+            self.model.to(memory_format=torch.channels_last)
         self.stage = 1
         # Per-epoch Python copies of model state the steps branch on: no device sync per step.
         self._duc_mask: torch.Tensor | None = None

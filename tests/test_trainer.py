@@ -295,6 +295,41 @@ def test_bf16_autocast_on_cpu_trains(tmp_path):
     assert metrics["eval_accuracy_subset_a+b"] == metrics["eval_accuracy"]
 
 
+def test_channels_last_trains_the_same_model_in_nhwc(tmp_path):
+    config = vector_config(modalities=[
+        {"name": "a", "kind": "image", "encoder": "test_resnet", "input_shape": [3, 12, 12]},
+        {"name": "b", "kind": "frames", "encoder": "test_resnet", "input_shape": [2, 3, 12, 12]},
+    ])
+    rng = np.random.default_rng(0)
+    dataset = datasets.Dataset.from_dict({
+        "a": rng.normal(size=(32, 3, 12, 12)).astype("float32"),
+        "b": rng.normal(size=(32, 2, 3, 12, 12)).astype("float32"),
+        "labels": rng.integers(0, NUM_CLASSES, 32),
+    }).with_format("torch")
+    runs = {}
+    for channels_last in (False, True):
+        trainer = make_trainer(tmp_path / str(channels_last), config=config, dataset=dataset,
+                               channels_last=channels_last, stage1_epochs=1, stage2_epochs=1, eval_strategy="no",
+                               optim="sgd", learning_rate=0.01)  # (Adam's first steps amplify rounding: ~sign(g))
+        convolutions = [module for module in trainer.model.modules() if isinstance(module, torch.nn.Conv2d)]
+        assert all(conv.weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+                   for conv in convolutions if conv.kernel_size != (1, 1))  # a 1x1 kernel is both
+        layouts = []
+        convolutions[0].register_forward_hook(
+            lambda module, args, output: layouts.append(output.is_contiguous(memory_format=torch.channels_last)))
+        trainer.train()
+        assert layouts and all(layout == channels_last for layout in layouts)  # the inputs stay NCHW
+        trainer.save_model(str(tmp_path / f"saved-{channels_last}"))
+        runs[channels_last] = trainer.model.state_dict()
+    # Same math in another memory layout: the same weights after training (up to rounding), and the saved
+    # checkpoint loads back exactly.
+    for name, tensor in runs[False].items():
+        torch.testing.assert_close(runs[True][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    reloaded = DIMMLForMultimodalClassification.from_pretrained(tmp_path / "saved-True")
+    for name, tensor in reloaded.state_dict().items():
+        torch.testing.assert_close(tensor, runs[True][name], rtol=0, atol=0, msg=name)
+
+
 class KillAtStep(TrainerCallback):
     """Saves and stops at a given global step, like a job killed right after its checkpoint."""
 
