@@ -796,7 +796,7 @@ class DIMMLProcessor(FeatureExtractionMixin):
                 raise ValueError(
                     f"{where}: a frame given as planes needs {channels} single-channel images, got {len(value)}"
                 )
-            planes = [cls._to_chw(plane, {**cfg, "channels": 1}, where) for plane in value]
+            planes = [cls._unit_float(cls._to_chw(plane, {**cfg, "channels": 1}, where)) for plane in value]
             if len({tuple(p.shape) for p in planes}) > 1:
                 raise ValueError(
                     f"{where}: the planes of a frame differ in size: {[tuple(p.shape[1:]) for p in planes]}"
@@ -846,6 +846,7 @@ class DIMMLProcessor(FeatureExtractionMixin):
 
     @staticmethod
     def _scale_to_unit(array: np.ndarray, cfg: Mapping[str, Any], where: str) -> torch.Tensor:
+        """Pixels -> float in [0, 1]; 8-bit pixels stay uint8 here (see `_unit_float`)."""
         value_range = cfg["value_range"]
         if array.dtype == np.bool_:
             array = array.astype(np.float32)
@@ -854,7 +855,9 @@ class DIMMLProcessor(FeatureExtractionMixin):
             scaled = (array.astype(np.float32) - low) / (high - low)
             scaled = np.clip(scaled, 0.0, 1.0)
         elif array.dtype == np.uint8:
-            scaled = array.astype(np.float32) / 255.0
+            # Converted after the crop, by `_unit_float`: a random-resized crop keeps about half the pixels, and
+            # the uint8 view needs no copy (a decoded frame is ~4x larger as float32).
+            return torch.from_numpy(array if array.flags.writeable else array.copy())
         elif np.issubdtype(array.dtype, np.integer):
             if array.size and (array.min() < 0 or array.max() > 255):
                 raise ValueError(
@@ -872,6 +875,11 @@ class DIMMLProcessor(FeatureExtractionMixin):
                 )
             scaled = np.clip(scaled, 0.0, 1.0)
         return torch.from_numpy(np.ascontiguousarray(scaled))
+
+    @staticmethod
+    def _unit_float(image: torch.Tensor) -> torch.Tensor:
+        """8-bit pixels / 255 (float32, contiguous); other images are already float in [0, 1]."""
+        return image.float().div_(255.0) if image.dtype == torch.uint8 else image
 
     @staticmethod
     def _crop_box(
@@ -912,6 +920,7 @@ class DIMMLProcessor(FeatureExtractionMixin):
                 h = max(1, min(height - top, int(round(box_fraction[2] * height))))
                 w = max(1, min(width - left, int(round(box_fraction[3] * width))))
                 image = image[:, top : top + h, left : left + w]
+            image = cls._unit_float(image)
             size = cfg["image_size"]
             if size is not None and tuple(image.shape[1:]) != tuple(size):
                 mode = cfg["interpolation"]

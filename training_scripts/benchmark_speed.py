@@ -21,7 +21,8 @@ interleaved, and reported as the median of the per-repeat ratios):
 5. Peak memory of a training step per batch size; inference latency of the certainty-weighted prediction vs the
    fusion head alone (both with the encoders, as a user calls the model).
 6. (`--device cuda` or `--gpu-rows`) stage-1 samples/s with bf16, channels_last and torch.compile on/off, model-FLOPs
-   utilisation against the GPU's dense bf16 peak; the data pipeline (processor + collator + DataLoader) in samples/s.
+   utilisation against the GPU's dense bf16 peak; as the ceiling for that MFU, one bare timm resnet18 trained on the
+   same number of images per step (6c); the data pipeline (processor + collator + DataLoader) in samples/s.
 
 The script replaces the section of BENCHMARKS.md between ``<!-- cpu -->`` and ``<!-- /cpu -->`` (or the ``cuda``
 markers for a GPU run), so a CPU and a GPU run are both kept.
@@ -359,13 +360,29 @@ def row_duc(ctx: "Context") -> list[Result]:
         def baseline():
             naive_duc(features, mask, 50.0).backward()
 
+        # The floor under any implementation: per ordered pair one B x |K| x B matmul forward and one backward (the
+        # teacher side gets no gradient), at this device's matmul speed.
+        pair_sides = [torch.randn(batch, per_direction, device=ctx.device) for _ in range(2)]
+        pair_similarity = torch.randn(batch, batch, device=ctx.device)
+
+        def matmuls():
+            for _ in range(2):
+                torch.mm(pair_sides[0], pair_sides[1].T)
+                torch.mm(pair_similarity, pair_sides[1])
+
         package_number = max(1, 2000 // batch) if not ctx.tiny else 1
-        times = ctx.timer.interleaved({"package": package, "baseline": baseline}, repeats=ctx.repeats(7),
-                                      number=package_number, warmup=1)
+        times = ctx.timer.interleaved({"package": package, "baseline": baseline, "matmuls": matmuls},
+                                      repeats=ctx.repeats(7), number=package_number, warmup=1)
         ratio = paired_ratio(times["baseline"], times["package"])
+        floor = median(times["matmuls"])
+        matmul_flops = 4 * 2 * batch * batch * per_direction
+        note = (f"the four B×{per_direction}×B matmuls alone take {floor * 1e3:.3g} ms here "
+                f"({matmul_flops / floor / 1e9:.0f} GFLOP/s): no implementation of this loss can exceed "
+                f"{paired_ratio(times['baseline'], times['matmuls']):.0f}× on this device; the package spends "
+                f"{median(times['package']) / floor:.2f}× the matmul time")
         results.append(speedup_result(
             "1", "DUC loss fwd+bwd (2 modalities, d 512, 150 dims/direction)", f"B={batch}",
-            median(times["package"]), median(times["baseline"]), ratio, targets.get(batch), unit="ms",
+            median(times["package"]), median(times["baseline"]), ratio, targets.get(batch), unit="ms", note=note,
         ))
     return results
 
@@ -835,9 +852,51 @@ def row_gpu_training(ctx: "Context") -> list[Result]:
                 values={"samples_per_s": samples_per_s, "tflops": achieved, "mfu": mfu or float("nan"),
                         "flops_per_step": flops},
             ))
+    results.append(row_bare_encoder(ctx, peak, image_batch=(frames[0] + 1) * batch, image_size=frames[-1]))
     torch.backends.cudnn.benchmark = cudnn_benchmark
     results.append(row_data_pipeline(ctx, batch))
     return results
+
+
+def row_bare_encoder(ctx: "Context", peak: float | None, image_batch: int, image_size: int) -> Result:
+    """The ceiling for row 6a: ONE bare timm resnet18 (no hf_dimml code, no second encoder, no heads), trained by
+    a minimal bf16 channels_last loop on as many images per step as row 6a's step holds (3 frames + 1 spectrogram
+    per sample). The MFU it reaches is the most these encoders allow on the device."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", num_classes=0).to(ctx.device).to(memory_format=torch.channels_last)
+    images = torch.randn(image_batch, 3, image_size, image_size, device=ctx.device)
+    images = images.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=1e-4)
+
+    def step() -> None:
+        with torch.autocast(ctx.device.type, dtype=torch.bfloat16):
+            loss = model(images).float().square().mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    flops = float(counter.get_total_flops())
+    step()
+    ctx.timer.sync()
+    steps = 3 if ctx.device.type != "cuda" else 30
+    step_s = median([ctx.timer.once(step, number=steps) for _ in range(ctx.repeats(3))])
+    achieved = flops / step_s / 1e12
+    mfu = achieved / peak if peak else None
+    return Result(
+        row="6c", benchmark="ceiling: one bare timm resnet18 (no hf_dimml), bf16, channels_last, SGD, hand loop",
+        size=f"{image_batch} images 3×{image_size}×{image_size}",
+        package=f"{image_batch / step_s:.0f} images/s", baseline=f"{achieved:.1f} TFLOP/s",
+        ratio=mfu, ratio_text=f"{mfu * 100:.1f} % MFU" if mfu is not None else "n/a (unknown peak)",
+        note="the images of row 6a's step in one network: what the encoders themselves reach, before any package code",
+        values={"images_per_s": image_batch / step_s, "tflops": achieved, "mfu": mfu or float("nan")},
+    )
 
 
 def synthetic_av_dataset(num_clips: int, frames_per_clip: int, frame_size: tuple[int, int], seed: int = 0):
@@ -900,21 +959,29 @@ def row_data_pipeline(ctx: "Context", batch: int) -> Result:
          "random_flip": True},
     ])
     transformed = dataset.with_transform(processor.make_transform(train=True))
+    # Steady state: the workers prefetch `prefetch_factor` batches each while the first one is awaited, so batches
+    # are timed only after that many have been taken (timing from the first batch of a short epoch measured the
+    # head start: 1,000 to 15,000 samples/s on one host). Clips are drawn with replacement to make the run long
+    # enough without building more of them.
+    prefetched = max(1, workers) * 2 + 1
+    timed = 2 if ctx.tiny else max(8, 4 * workers, 256 // batch)
+    sampler = torch.utils.data.RandomSampler(transformed, replacement=True, num_samples=(prefetched + timed) * batch)
     loader = torch.utils.data.DataLoader(
-        transformed, batch_size=batch, shuffle=True, num_workers=workers, collate_fn=MultimodalDataCollator(),
+        transformed, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=MultimodalDataCollator(),
         pin_memory=ctx.device.type == "cuda", drop_last=True, persistent_workers=workers > 0,
+        prefetch_factor=2 if workers > 0 else None,
     )
     rates = []
     for _ in range(ctx.repeats(2)):
-        iterator = iter(loader)
-        first = next(iterator)  # worker start-up and the first batch are not counted
-        for tensor in first.values():
-            tensor.to(ctx.device, non_blocking=True)
-        start, count = time.perf_counter(), 0
-        for batch_inputs in iterator:
+        start, count = None, 0
+        for index, batch_inputs in enumerate(loader):
             for tensor in batch_inputs.values():
                 tensor.to(ctx.device, non_blocking=True)
-            count += batch_inputs["labels"].shape[0]
+            if index + 1 == prefetched:
+                ctx.timer.sync()
+                start = time.perf_counter()
+            elif start is not None:
+                count += batch_inputs["labels"].shape[0]
         ctx.timer.sync()
         if count:
             rates.append(count / (time.perf_counter() - start))
@@ -924,8 +991,8 @@ def row_data_pipeline(ctx: "Context", batch: int) -> Result:
                             f"DataLoader({workers} workers, pin_memory={ctx.device.type == 'cuda'})",
         size=f"B={batch}, {num_frames} frames {frame_size[1]}×{frame_size[0]} JPEG → {image_size} px",
         package=f"{rate:.0f} samples/s",
-        note="compare with row 6a: the slower side limits training; frames decoded, random-resized-cropped, "
-             "flipped and normalised per sample",
+        note=f"compare with row 6a: the slower side limits training; frames decoded, random-resized-cropped, "
+             f"flipped and normalised per sample; {timed} batches timed after the first {prefetched} (steady state)",
         values={"samples_per_s": rate},
     )
 
