@@ -201,6 +201,21 @@ def test_missing_modality_still_predicts(model, tester, missing):
     assert output.head_weights.shape == (tester.batch_size, len(present))
 
 
+@pytest.mark.parametrize("method", ["dimml", "mla", "dmrnet", "joint", "unimodal"])
+def test_inference_forward_is_one_graph(tester, method):
+    # fullgraph=True raises on any graph break: the whole prediction can then be replayed as one CUDA graph
+    # (torch.compile mode="reduce-overhead"), which is what batch-1 GPU serving needs (BENCHMARKS.md row 5b).
+    torch._dynamo.reset()
+    model = DIMMLForMultimodalClassification(tester.get_config(method=method)).eval()
+    inputs = tester.prepare_inputs()
+    inputs.pop("labels")
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    with torch.inference_mode():
+        torch.testing.assert_close(compiled(**inputs).logits, model(**inputs).logits, rtol=0, atol=0)
+        subset = {"audio": inputs["audio"]}
+        torch.testing.assert_close(compiled(**subset).logits, model(**subset).logits, rtol=0, atol=0)
+
+
 def test_none_counts_as_missing(model, tester):
     inputs = tester.prepare_inputs()
     inputs["image"] = None
