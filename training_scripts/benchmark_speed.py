@@ -8,7 +8,9 @@
 
 On a shared machine (load average near or above the core count) add ``--threads 1``: measured on a loaded 2-core VM,
 two torch threads made oneDNN's bf16 backward-weights kernels ~100x slower at small spatial sizes and small
-elementwise ops ~40x slower (threads waiting on a descheduled peer), which says nothing about the package.
+elementwise ops ~40x slower (threads waiting on a descheduled peer), which says nothing about the package. OpenMP's
+wait policy is left as it is (recorded in the output): ``OMP_WAIT_POLICY=PASSIVE`` helps a loaded machine, but on a
+quiet one it costs every small parallel op a thread wake-up (2-thread DUC at B = 256: 2.5 ms instead of 0.7 ms).
 
 Rows (each timed as the median over repeats; every ratio is measured side by side in one process, the two sides
 interleaved, and reported as the median of the per-repeat ratios):
@@ -48,13 +50,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-# Before torch loads OpenMP: idle OpenMP threads sleep instead of spinning. On a shared machine (more runnable
-# processes than cores) spinning threads steal the core from the thread doing the work; measured here, 2-thread
-# elementwise ops became ~40x slower. Set OMP_WAIT_POLICY yourself to override (it is recorded in the output).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run from a checkout without `pip install -e .`
