@@ -877,7 +877,7 @@ class DIMMLProcessor(FeatureExtractionMixin):
 
     @staticmethod
     def _unit_float(image: torch.Tensor) -> torch.Tensor:
-        """8-bit pixels / 255 (float32, contiguous); other images are already float in [0, 1]."""
+        """8-bit pixels / 255 as float32; other images are already float in [0, 1]."""
         return image.float().div_(255.0) if image.dtype == torch.uint8 else image
 
     @staticmethod
