@@ -214,6 +214,24 @@ def test_grey_image_with_value_range_and_resize() -> None:
     torch.testing.assert_close(out[:, 0, 0, 0], torch.tensor([1.0, 0.5]))
 
 
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+def test_8bit_images_are_resized_as_8bit_within_one_level_of_float(interpolation: str) -> None:
+    # 8-bit pixels are cropped and resized as uint8 and converted afterwards (faster); the same pixels given as
+    # float32 in [0, 1] take the float path: the two agree to one 8-bit level, and exactly without a resize.
+    hwc = np.random.default_rng(1).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    for size, tolerance in ((None, 1e-6), (16, 1 / 255 + 1e-6)):
+        processor = DIMMLProcessor(modalities=[
+            {"name": "image", "kind": "image", "image_size": size, "interpolation": interpolation}])
+        from_8bit = processor(image=hwc)["image"]
+        from_float = processor(image=hwc.astype(np.float32) / 255)["image"]
+        assert from_8bit.dtype == torch.float32 and from_8bit.is_contiguous()
+        assert from_8bit.shape == from_float.shape
+        assert float((from_8bit - from_float).abs().max()) <= tolerance
+        if size is not None:  # resized values are whole 8-bit levels
+            levels = from_8bit * 255
+            torch.testing.assert_close(levels, levels.round(), atol=1e-4, rtol=0)
+
 def test_vector_kind() -> None:
     processor = DIMMLProcessor(modalities=[{"name": "tab", "kind": "vector", "dim": 3}])
     assert processor(tab=[1, 2, 3])["tab"].shape == (1, 3)
