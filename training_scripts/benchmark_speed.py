@@ -758,6 +758,7 @@ def row_latency(ctx: "Context") -> list[Result]:
             return model.fusion_head(torch.cat([features[name] for name in config.modality_names], dim=1))
 
         weighted, fused_only = torch.inference_mode()(weighted_logits), torch.inference_mode()(fused_logits)
+        operator_calls = {"weighted": count_operator_calls(weighted), "fused": count_operator_calls(fused_only)}
 
         number = 1 if ctx.tiny else (5 if ctx.device.type == "cuda" else 3)
         variants = [("", weighted, fused_only)]
@@ -782,10 +783,29 @@ def row_latency(ctx: "Context") -> list[Result]:
                 ratio=overhead, ratio_text=f"{overhead * 100:+.1f} %", target="≤ 5 %",
                 holds=(overhead <= 0.05) if not ctx.tiny else None,
                 note="weighted = model(**inputs).logits (private heads, shared classifier, fusion head, weighting); "
-                     "fused = model.dimml(**inputs) features + fusion_head" if not results else "",
+                     "fused = model.dimml(**inputs) features + fusion_head; ATen operator calls per prediction "
+                     f"(each a dispatch, most a kernel): weighted {operator_calls['weighted']}, fused "
+                     f"{operator_calls['fused']}" if not results else "",
                 values={"weighted_s": median(times["weighted"]), "fused_s": median(times["fused"])},
             ))
     return results
+
+
+def count_operator_calls(fn: Callable[[], Any]) -> int:
+    """ATen operator calls made by one call of `fn` (views and no-op conversions included): on a GPU at batch 1
+    each costs a dispatch and most a kernel launch, whatever its size."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Counter.calls += 1
+            return func(*args, **(kwargs or {}))
+
+    with Counter():
+        fn()
+    return Counter.calls
 
 
 # ---------------------------------------------------------------------------------------------------------------------
