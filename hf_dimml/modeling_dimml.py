@@ -113,13 +113,17 @@ def certainty_weighted_logits(
     Returns:
         The weighted logits `(batch, classes)` and the weights `(batch, K)`.
     """
+    # Few operator calls: at batch 1 on a GPU each costs a kernel launch whatever its size (BENCHMARKS.md row 5b).
     stacked = torch.stack(head_logits, dim=1)  # (B, K, C)
-    certainty = stacked.float().softmax(dim=-1).amax(dim=-1)  # (B, K)
-    scores = certainty / temperature
+    stacked_float = stacked if stacked.dtype == torch.float32 else stacked.float()
+    scores = stacked_float.softmax(dim=-1).amax(dim=-1)  # (B, K): c_k
+    if temperature != 1.0:
+        scores = scores / temperature
     if available is not None:
-        scores = scores.masked_fill(~available, float("-inf"))
+        scores = torch.where(available, scores, float("-inf"))
     weights = scores.softmax(dim=1)
-    return (weights.unsqueeze(-1) * stacked.float()).sum(dim=1).to(stacked.dtype), weights
+    fused = (weights.unsqueeze(-1) * stacked_float).sum(dim=1)  # not bmm: autocast would run that in bf16/fp16
+    return (fused if fused.dtype == stacked.dtype else fused.to(stacked.dtype)), weights
 
 
 def entropy_weighted_logits(head_logits: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -345,9 +349,12 @@ class DIMMLForMultimodalClassification(DIMMLPreTrainedModel):
 
     def _concat(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Concatenation in config order; an absent modality contributes zeros."""
+        names = self.config.modality_names
+        if all(name in features for name in names):
+            return torch.cat([features[name] for name in names], dim=1)
         reference = next(iter(features.values()))
         zeros = reference.new_zeros(reference.shape[0], self.config.hidden_size)
-        return torch.cat([features.get(name, zeros) for name in self.config.modality_names], dim=1)
+        return torch.cat([features.get(name, zeros) for name in names], dim=1)
 
     def combination_index(self, present: torch.Tensor) -> torch.Tensor:
         """Index 0 .. 2^M - 2 of each sample's modality combination, from a boolean `(batch, M)` presence mask."""
@@ -402,8 +409,7 @@ class DIMMLForMultimodalClassification(DIMMLPreTrainedModel):
         if fusion_logits is not None:
             # The fusion head counts only once stage 2 has trained it (weight 0 before).
             heads.append(fusion_logits)
-            available = torch.cat([self.fusion_head_trained.new_ones(len(modality_logits)),
-                                   self.fusion_head_trained.view(1)])
+            available = F.pad(self.fusion_head_trained.view(1), (len(modality_logits), 0), value=True)
         logits, head_weights = certainty_weighted_logits(heads, self.config.logit_temperature, available)
         return DIMMLClassifierOutput(
             logits=logits,
