@@ -15,6 +15,7 @@ What is local and what is gathered under data parallelism:
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from .losses import (
 from .metrics import load_multimodal_metric
 
 __all__ = ["DIMMLTrainingArguments", "DIMMLTrainer", "modality_subsets"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -380,7 +383,23 @@ class DIMMLTrainer(Trainer):
                 if not key.startswith("_n_") and totals.get(f"_n_{key}", 0) > 0:
                     logs[f"train_{key}"] = total / totals[f"_n_{key}"]
             self._train_sums.clear()
+        self._warn_if_diverged(logs)
         super().log(logs, start_time)
+
+    def _warn_if_diverged(self, logs: dict[str, float]) -> None:
+        # The Trainer drops non-finite losses from the logged mean (`logging_nan_inf_filter`), so a diverged run
+        # would log a plausible 'loss'. Without fp16's loss scaler, which skips such steps, the weights are NaN now.
+        if self.args.fp16 or getattr(self, "_divergence_reported", False):
+            return
+        values = [value for key, value in logs.items() if key == "grad_norm" or key.startswith("train_loss")]
+        if any(isinstance(value, float) and not math.isfinite(value) for value in values):
+            self._divergence_reported = True
+            logger.warning(
+                f"non-finite gradient norm or loss at step {self.state.global_step}: the weights are no longer "
+                f"finite and training will not recover. Lower the learning rate, or use fp32"
+                + (" (bf16 on a CPU: see 'Known issues' in the README)" if self.args.bf16 and
+                   self.args.device.type == "cpu" else "")
+            )
 
     # --- evaluation ----------------------------------------------------------------------------------------------
 

@@ -416,3 +416,14 @@ def test_two_process_accelerate_launch_trains_and_saves(tmp_path, method):
     out = model(audio=torch.randn(3, 1, 13, 20), image=torch.rand(3, 1, 8, 8))
     assert out.logits.shape == (3, 10)
     assert 0.1 < summary["metrics"]["test"]["accuracy"] <= 1.0
+
+
+def test_a_diverged_run_is_reported_once(tmp_path, caplog):
+    # The Trainer filters non-finite losses out of the logged mean; the components and grad_norm still show it.
+    trainer = make_trainer(tmp_path)
+    with caplog.at_level("WARNING", logger="hf_dimml.trainer"):
+        trainer.log({"loss": 0.5, "grad_norm": 1.0})
+        assert not caplog.records
+        trainer.log({"loss": 0.5, "grad_norm": float("inf")})
+        trainer.log({"loss": 0.5, "train_loss_private_a": float("nan")})
+    assert len(caplog.records) == 1 and "non-finite" in caplog.records[0].getMessage()
