@@ -57,6 +57,12 @@ class DIMMLTrainingArguments(TrainingArguments):
                           "(the DI-MML reference uses 70). Unset: stage 1 follows `lr_scheduler_type`."},
     )
     lr_step_gamma: float = field(default=0.1, metadata={"help": "Decay factor of the stage-1 StepLR."})
+    logging_nan_inf_filter: bool = field(
+        default=False,
+        metadata={"help": "Transformers' filter of non-finite losses out of the logged mean. Off here: it costs a "
+                          "device-to-host synchronisation every step, and a diverged run should show as one (the "
+                          "trainer also warns at the first non-finite loss or gradient norm)."},
+    )
     channels_last: bool = field(
         default=False,
         metadata={"help": "Keep convolution weights, and so activations, in channels_last (NHWC) memory format: "
@@ -406,11 +412,13 @@ class DIMMLTrainer(Trainer):
         super().log(logs, start_time)
 
     def _warn_if_diverged(self, logs: dict[str, float]) -> None:
-        # The Trainer drops non-finite losses from the logged mean (`logging_nan_inf_filter`), so a diverged run
-        # would log a plausible 'loss'. Without fp16's loss scaler, which skips such steps, the weights are NaN now.
+        # With `logging_nan_inf_filter` on, the Trainer drops non-finite losses from the logged mean; the components
+        # and the gradient norm still show them. Without fp16's loss scaler, which skips such steps, the weights are
+        # NaN now.
         if self.args.fp16 or getattr(self, "_divergence_reported", False):
             return
-        values = [value for key, value in logs.items() if key == "grad_norm" or key.startswith("train_loss")]
+        values = [value for key, value in logs.items()
+                  if key in ("loss", "grad_norm") or key.startswith("train_loss")]
         if any(isinstance(value, float) and not math.isfinite(value) for value in values):
             self._divergence_reported = True
             logger.warning(

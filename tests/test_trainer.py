@@ -427,3 +427,5 @@ def test_a_diverged_run_is_reported_once(tmp_path, caplog):
         trainer.log({"loss": 0.5, "grad_norm": float("inf")})
         trainer.log({"loss": 0.5, "train_loss_private_a": float("nan")})
     assert len(caplog.records) == 1 and "non-finite" in caplog.records[0].getMessage()
+    # No per-step device sync to filter NaN losses out of the log (the Trainer's default would add one).
+    assert trainer.args.logging_nan_inf_filter is False
