@@ -16,3 +16,23 @@ from .builders import (
     processor_from_dataset,
     stratified_holdout,
 )
+
+__all__ = [
+    "AV_DIGITS_CLASS_NAMES",
+    "AV_DIGITS_DEFAULTS",
+    "DATASET_BUILDERS",
+    "DEFAULT_MODALITIES",
+    "MultimodalDataCollator",
+    "build_av_digits",
+    "build_ave",
+    "build_cremad",
+    "build_dataset",
+    "build_kinetics_sounds",
+    "build_modelnet40",
+    "build_ucf101",
+    "dataset_recipe",
+    "load_av_digits",
+    "load_user_dataset",
+    "processor_from_dataset",
+    "stratified_holdout",
+]
