@@ -24,6 +24,7 @@ from layouts_writers import (
     make_kinetics_sounds,
     make_modelnet40,
     make_ucf101,
+    write_frames,
     write_wav,
 )
 
@@ -158,6 +159,39 @@ def test_ucf101_build_rgb_and_flow_with_grouped_validation(tmp_path: Path) -> No
     assert len(row["flow"]) == 3 and len(row["flow"][0]) == 2  # [u, v] per frame
     processed = dataset["train"].with_transform(processor_from_dataset(dataset).eval_transform)[:2]
     assert processed["rgb"].shape == (2, 2, 3, 16, 16) and processed["flow"].shape == (2, 2, 2, 16, 16)
+
+
+def test_max_short_side_stores_smaller_frames_in_the_same_format(tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    root = make_ucf101(tmp_path / "ucf", nested_rgb=True)
+    big = tmp_path / "big"
+    write_frames(big, 1, size=(40, 60))  # an RGB JPEG larger than the cap, 2:3
+    write_frames(big, 1, size=(40, 60), mode="L", suffix=".png")
+    for frame_file in sorted(big.iterdir()):
+        shrunk = Image.open(io.BytesIO(builders._shrink_encoded(frame_file.read_bytes(), 20)))
+        original = Image.open(frame_file)
+        assert shrunk.size == (30, 20) and shrunk.format == original.format and shrunk.mode == original.mode
+        assert abs(np.asarray(shrunk, dtype=float).mean() - np.asarray(original, dtype=float).mean()) < 3
+    small = sorted(big.iterdir())[0].read_bytes()
+    assert builders._shrink_encoded(small, 40) == small  # not larger than the cap: the original bytes
+
+    kwargs = dict(cache_dir=tmp_path / "cache", recipe={"rgb": {**TINY_FRAMES, "image_size": 8},
+                  "flow": {**TINY_FRAMES, "image_size": 8}}, validation_fraction=0.3, progress=False)
+    plain = build_ucf101(root, **kwargs)
+    capped = build_ucf101(root, max_short_side=8, **kwargs)
+    assert dataset_recipe(capped)["max_short_side"] == 8 and dataset_recipe(plain)["max_short_side"] is None
+    assert capped["train"].cache_files[0]["filename"] != plain["train"].cache_files[0]["filename"]
+    row = capped["train"][0]
+    rgb = Image.open(io.BytesIO(row["rgb"][0]["bytes"]))
+    flow_u = Image.open(io.BytesIO(row["flow"][0][0]["bytes"]))
+    assert min(rgb.size) == 8 and min(flow_u.size) == 8  # the layout writes 12 x 18 frames
+    processed = capped["train"].with_transform(processor_from_dataset(capped).eval_transform)[:2]
+    assert processed["rgb"].shape == (2, 2, 3, 8, 8) and processed["flow"].shape == (2, 2, 2, 8, 8)
+    with pytest.raises(ValueError, match=r"max_short_side=4 is below modality 'rgb'"):
+        build_ucf101(root, max_short_side=4, **kwargs)
 
 
 def test_modelnet40_build_front_and_rear_views(tmp_path: Path) -> None:

@@ -71,6 +71,10 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
         "--max-frames", type=int, default=None, help="keep at most this many (uniformly spaced) frames per clip"
     )
     parser.add_argument(
+        "--max-short-side", type=int, default=None,
+        help="store frames/images larger than this re-encoded with this shorter side (faster decoding in training)",
+    )
+    parser.add_argument(
         "--no-verify-images", action="store_true", help="only check image headers, do not decode every frame"
     )
     parser.add_argument("--force", action="store_true", help="rebuild even when a cached build exists")
@@ -100,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         kwargs["verify_images"] = False
     if args.max_frames is not None:
         kwargs["max_frames"] = args.max_frames
+    if args.max_short_side is not None:
+        kwargs["max_short_side"] = args.max_short_side
 
     dataset = DATASET_BUILDERS[args.dataset](args.root, **kwargs)
     stored = dataset_recipe(dataset)

@@ -18,6 +18,11 @@ Storage (per row: one column per modality, ``labels`` as ``ClassLabel``, and ``i
   single-channel JPEGs (stacked into 2 channels by the processor);
 * still images: ``Image()``.
 
+``max_short_side=N`` (every builder) stores instead each frame or image whose shorter side exceeds N pixels
+re-encoded at that size (aspect kept, antialiased; JPEG at quality 95, other formats as PNG): decoding, the
+largest per-sample cost of the data pipeline, follows the pixel count, and a training crop resized to 224 px
+needs no more than that (N must be at least the recipe's ``image_size``).
+
 The recipe (the processor's modality configs, the label names, the split provenance, skipped
 clips) is stored as JSON in every split's ``info.description`` and in ``dimml_recipe.json`` next
 to the arrow files; :func:`dataset_recipe` reads it back and :func:`processor_from_dataset` builds
@@ -250,6 +255,24 @@ def _read_image_bytes(path: Path, verify: bool) -> bytes:
     return data
 
 
+def _shrink_encoded(data: bytes, max_short_side: int) -> bytes:
+    """The image re-encoded with its shorter side at ``max_short_side`` pixels, or ``data`` if it is not larger."""
+    with Image.open(io.BytesIO(data)) as image:
+        width, height = image.size
+        if min(width, height) <= max_short_side:
+            return data
+        scale = max_short_side / min(width, height)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        source_format = image.format
+        resized = image.resize(size, Image.Resampling.BILINEAR)  # PIL filters over the whole footprint: antialiased
+    buffer = io.BytesIO()
+    if source_format == "JPEG":
+        resized.save(buffer, format="JPEG", quality=95)
+    else:
+        resized.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 class _ClipProblem(Exception):
     """A problem confined to one clip: an error, or a skip with ``on_missing="skip"``."""
 
@@ -321,12 +344,14 @@ class _RowMaker:
         sources: Mapping[str, str],
         verify_images: bool,
         max_frames: int | None,
+        max_short_side: int | None,
     ) -> None:
         self.root = root
         self.modalities = modalities
         self.sources = sources
         self.verify_images = verify_images
         self.max_frames = max_frames
+        self.max_short_side = max_short_side
 
     def _relative(self, path: Path) -> str:
         try:
@@ -338,8 +363,11 @@ class _RowMaker:
         if not path.is_file():
             raise _ClipProblem(f"clip {clip!r}: missing file {path}", missing_file=True)
         try:
-            return {"bytes": _read_image_bytes(path, self.verify_images), "path": self._relative(path)}
-        except ValueError as err:
+            data = _read_image_bytes(path, self.verify_images)
+            if self.max_short_side is not None:
+                data = _shrink_encoded(data, self.max_short_side)
+            return {"bytes": data, "path": self._relative(path)}
+        except (ValueError, OSError) as err:
             raise _ClipProblem(f"clip {clip!r}: {err}") from err
 
     def _frame_files(self, directory: Path, clip: str, cfg: Mapping[str, Any]) -> list[Path]:
@@ -400,12 +428,22 @@ def _build_cached(
     on_missing: str,
     verify_images: bool,
     max_frames: int | None,
+    max_short_side: int | None,
     progress: bool,
 ) -> datasets.DatasetDict:
     """Reload ``name`` from its cache, or index, decode, write and cache it (atomically)."""
     _check_on_missing(on_missing)
     if max_frames is not None and max_frames < max((m.get("num_frames") or 1) for m in modalities):
         raise ValueError(f"{name}: max_frames={max_frames} is below a modality's num_frames")
+    if max_short_side is not None:
+        for cfg in modalities:
+            size = cfg.get("image_size")
+            needed = max(size) if isinstance(size, (list, tuple)) else (size or 1)
+            if int(max_short_side) < needed:
+                raise ValueError(
+                    f"{name}: max_short_side={max_short_side} is below modality {cfg['name']!r}'s image_size "
+                    f"{size}: stored frames would be upsampled again by the processor"
+                )
     root = Path(root).expanduser().resolve()
     _require_dir(root, f"{name} root folder")
     key_payload = {
@@ -417,6 +455,7 @@ def _build_cached(
         "on_missing": on_missing,
         "verify_images": verify_images,
         "max_frames": max_frames,
+        "max_short_side": max_short_side,
     }
     cache_root = Path(cache_dir) if cache_dir is not None else _default_cache_root() / name
     target = cache_root / f"{name}-{_cache_key(key_payload)}"
@@ -426,7 +465,7 @@ def _build_cached(
 
     index, label_names, provenance, skipped = make_index()
     features = _features(modalities, sources, label_names)
-    make_row = _RowMaker(root, modalities, sources, verify_images, max_frames)
+    make_row = _RowMaker(root, modalities, sources, verify_images, max_frames, max_short_side)
     label_to_id = {label: i for i, label in enumerate(label_names)}
     recipe: dict[str, Any] = {
         "dataset": name,
@@ -438,6 +477,7 @@ def _build_cached(
         "options": dict(options),
         "on_missing": on_missing,
         "max_frames": max_frames,
+        "max_short_side": max_short_side,
         **provenance,
     }
 
@@ -569,6 +609,7 @@ def build_cremad(
     on_missing: _OnMissing = "error",
     verify_images: bool = True,
     max_frames: int | None = None,
+    max_short_side: int | None = None,
     force_rebuild: bool = False,
     progress: bool = True,
 ) -> datasets.DatasetDict:
@@ -655,6 +696,7 @@ def build_cremad(
         on_missing=on_missing,
         verify_images=verify_images,
         max_frames=max_frames,
+        max_short_side=max_short_side,
         progress=progress,
     )
 
@@ -725,6 +767,7 @@ def build_ave(
     on_missing: _OnMissing = "skip",
     verify_images: bool = True,
     max_frames: int | None = None,
+    max_short_side: int | None = None,
     force_rebuild: bool = False,
     progress: bool = True,
 ) -> datasets.DatasetDict:
@@ -785,6 +828,7 @@ def build_ave(
         on_missing=on_missing,
         verify_images=verify_images,
         max_frames=max_frames,
+        max_short_side=max_short_side,
         progress=progress,
     )
 
@@ -805,6 +849,7 @@ def build_kinetics_sounds(
     on_missing: _OnMissing = "skip",
     verify_images: bool = True,
     max_frames: int | None = None,
+    max_short_side: int | None = None,
     force_rebuild: bool = False,
     progress: bool = True,
 ) -> datasets.DatasetDict:
@@ -883,6 +928,7 @@ def build_kinetics_sounds(
         on_missing=on_missing,
         verify_images=verify_images,
         max_frames=max_frames,
+        max_short_side=max_short_side,
         progress=progress,
     )
 
@@ -908,6 +954,7 @@ def build_ucf101(
     on_missing: _OnMissing = "error",
     verify_images: bool = True,
     max_frames: int | None = None,
+    max_short_side: int | None = None,
     force_rebuild: bool = False,
     progress: bool = True,
 ) -> datasets.DatasetDict:
@@ -1030,6 +1077,7 @@ def build_ucf101(
         on_missing=on_missing,
         verify_images=verify_images,
         max_frames=max_frames,
+        max_short_side=max_short_side,
         progress=progress,
     )
 
@@ -1050,6 +1098,7 @@ def build_modelnet40(
     seed: int = 0,
     on_missing: _OnMissing = "error",
     verify_images: bool = True,
+    max_short_side: int | None = None,
     force_rebuild: bool = False,
     progress: bool = True,
 ) -> datasets.DatasetDict:
@@ -1132,6 +1181,7 @@ def build_modelnet40(
         on_missing=on_missing,
         verify_images=verify_images,
         max_frames=None,
+        max_short_side=max_short_side,
         progress=progress,
     )
 
