@@ -142,6 +142,7 @@ class DIMMLTrainer(Trainer):
         # Per-epoch Python copies of model state the steps branch on: no device sync per step.
         self._duc_mask: torch.Tensor | None = None
         self._dmrnet_hard_combination = -1
+        self._fusion_in_use_now: bool | None = None  # set for the duration of an evaluation loop
         self._metric = load_multimodal_metric()
         if self.compute_metrics is None:
             self.compute_metrics = self._compute_metrics
@@ -433,7 +434,18 @@ class DIMMLTrainer(Trainer):
     def _fusion_in_use(self) -> bool:
         # DI-MML's fusion head is neither weighted in nor reported before stage 2 has trained it (also when the
         # best checkpoint is from stage 1): its accuracy would be noise.
+        if self._fusion_in_use_now is not None:
+            return self._fusion_in_use_now
         return self.method == "dimml" and bool(self._unwrapped.fusion_head_trained)
+
+    def evaluation_loop(self, *args: Any, **kwargs: Any):
+        # The fusion flag is read once per evaluation (a device-to-host copy), not once per batch.
+        self._fusion_in_use_now = None
+        self._fusion_in_use_now = self._fusion_in_use()
+        try:
+            return super().evaluation_loop(*args, **kwargs)
+        finally:
+            self._fusion_in_use_now = None
 
     def _head_names(self) -> list[str]:
         """What `prediction_step` returns, in order: the final prediction, each modality alone, DI-MML's shared
