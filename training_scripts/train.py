@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import torch
 import transformers
 import yaml
 from transformers import HfArgumentParser, set_seed
@@ -173,8 +174,6 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, DIM
 
 
 def has_accelerator() -> bool:
-    import torch
-
     return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()) or (
         torch.backends.mps.is_available())
 
@@ -295,6 +294,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         training_args.stage2_epochs = 0
         training_args.num_train_epochs = training_args.stage1_epochs
     set_seed(training_args.seed)
+    if torch.cuda.is_available() and not training_args.full_determinism:
+        # The processor gives every batch the same shapes: cuDNN benchmarks its kernels once per shape and keeps
+        # the fastest (timm's train.py does the same). full_determinism turns it back off in the Trainer.
+        torch.backends.cudnn.benchmark = True
 
     preset, raw = load_dataset_dict(data_args)  # preset as loaded: recipe overrides applied, user modalities derived
     missing_splits = {"train", "validation", "test"} - set(raw)
