@@ -143,6 +143,7 @@ class DIMMLTrainer(Trainer):
         self._duc_mask: torch.Tensor | None = None
         self._dmrnet_hard_combination = -1
         self._fusion_in_use_now: bool | None = None  # set for the duration of an evaluation loop
+        self._divergence_reported = False
         self._metric = load_multimodal_metric()
         if self.compute_metrics is None:
             self.compute_metrics = self._compute_metrics
@@ -416,7 +417,7 @@ class DIMMLTrainer(Trainer):
         # With `logging_nan_inf_filter` on, the Trainer drops non-finite losses from the logged mean; the components
         # and the gradient norm still show them. Without fp16's loss scaler, which skips such steps, the weights are
         # NaN now.
-        if self.args.fp16 or getattr(self, "_divergence_reported", False):
+        if self.args.fp16 or self._divergence_reported:
             return
         values = [value for key, value in logs.items()
                   if key in ("loss", "grad_norm") or key.startswith("train_loss")]
@@ -424,7 +425,7 @@ class DIMMLTrainer(Trainer):
             self._divergence_reported = True
             logger.warning(
                 f"non-finite gradient norm or loss at step {self.state.global_step}: the weights are no longer "
-                f"finite and training will not recover. Lower the learning rate, or use fp32"
+                "finite and training will not recover. Lower the learning rate, or use fp32"
                 + (" (bf16 on a CPU: see 'Known issues' in the README)" if self.args.bf16 and
                    self.args.device.type == "cpu" else "")
             )
