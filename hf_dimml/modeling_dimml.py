@@ -350,10 +350,10 @@ class DIMMLForMultimodalClassification(DIMMLPreTrainedModel):
     def _concat(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         """Concatenation in config order; an absent modality contributes zeros."""
         names = self.config.modality_names
-        if all(name in features for name in names):
-            return torch.cat([features[name] for name in names], dim=1)
-        reference = next(iter(features.values()))
-        zeros = reference.new_zeros(reference.shape[0], self.config.hidden_size)
+        zeros = None
+        if any(name not in features for name in names):  # no zeros tensor (a kernel) when every modality is present
+            reference = next(iter(features.values()))
+            zeros = reference.new_zeros(reference.shape[0], self.config.hidden_size)
         return torch.cat([features.get(name, zeros) for name in names], dim=1)
 
     def combination_index(self, present: torch.Tensor) -> torch.Tensor:

@@ -817,15 +817,20 @@ def count_operator_calls(fn: Callable[[], Any]) -> int:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def count_step_flops(model, inputs, autocast_dtype) -> float:
-    """FLOPs of one forward + backward (matmuls and convolutions), counted by torch's FlopCounterMode."""
+def count_flops(fn: Callable[[], Any]) -> float:
+    """FLOPs of one call of `fn` (matmuls and convolutions), counted by torch's FlopCounterMode."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     counter = FlopCounterMode(display=False)
     with counter:
-        stage1_step(model, inputs, optimizer, autocast_dtype=autocast_dtype)
+        fn()
     return float(counter.get_total_flops())
+
+
+def count_step_flops(model, inputs, autocast_dtype) -> float:
+    """FLOPs of one stage-1 forward + backward."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    return count_flops(lambda: stage1_step(model, inputs, optimizer, autocast_dtype=autocast_dtype))
 
 
 def row_gpu_training(ctx: "Context") -> list[Result]:
@@ -907,12 +912,7 @@ def row_bare_encoder(ctx: "Context", peak: float | None, image_batch: int, image
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step()
-    flops = float(counter.get_total_flops())
+    flops = count_flops(step)
     step()
     ctx.timer.sync()
     steps = 3 if ctx.device.type != "cuda" else 30
