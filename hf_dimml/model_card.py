@@ -11,6 +11,9 @@ Summary schema (keys other than ``method`` are optional)::
      "modalities": [{"name": "audio", "kind": "spectrogram", "encoder": "mlp", "input_shape": [1, 13, 20]}, ...],
      "dataset": {"name": "av_digits", "config": "...", "recipe": {...}, "splits": {"train": 2100, ...}},
      "training": {"epochs": 30, ...}, "labels": ["zero", ...],
+     "model_selection": {"rule": "per_modality", "metric": "accuracy",
+                         "encoders": {"audio": {"epoch": 6, "validation_accuracy": 0.89}, ...},
+                         "final": {"epoch": 38, "stage": 2, "validation_accuracy": 0.95}},
      "metrics": {"test": {"accuracy": 0.9, "macro_f1": 0.89, "accuracy_audio": 0.85, "accuracy_fusion": 0.88,
                           "subset_accuracy": {"audio": 0.85, "audio+image": 0.9}}, "validation": {...}},
      "plot": "training_curves.png", "repo_id": "user/name"}
@@ -194,6 +197,10 @@ def _metric_rows(metrics: Mapping[str, Any], modality_names: list[str]) -> list[
         if _is_number(metrics.get(key)):
             rows.append((key, "accuracy", f"Accuracy ({name} branch)", None))
     for name in modality_names:
+        key = f"macro_f1_{name}"
+        if _is_number(metrics.get(key)):
+            rows.append((key, "f1", f"Macro F1 ({name} branch)", {"average": "macro"}))
+    for name in modality_names:
         key = f"accuracy_shared_{name}"
         if _is_number(metrics.get(key)):
             rows.append((key, "accuracy", f"Accuracy (shared classifier, {name})", None))
@@ -201,7 +208,8 @@ def _metric_rows(metrics: Mapping[str, Any], modality_names: list[str]) -> list[
         rows.append(("accuracy_fusion", "accuracy", "Accuracy (fusion head)", None))
     known = {row[0] for row in rows}
     for key, value in metrics.items():  # anything else the trainer reported, under its own name
-        if key not in known and _is_number(value) and key != "loss" and not key.endswith("_loss"):
+        is_loss = key == "loss" or key.endswith("_loss") or key.startswith("loss_")
+        if key not in known and _is_number(value) and not is_loss:
             rows.append((key, key, key.replace("_", " "), None))
     return rows
 
@@ -307,6 +315,42 @@ def _raw_input_hint(modality: Mapping[str, Any], processor_config: Mapping[str, 
     return f"{hint}; processed to {_format_shape(modality.get('input_shape'))}"
 
 
+def _model_selection_section(summary: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The card's "Model selection" paragraph and table from ``summary["model_selection"]`` (train.py writes it)."""
+    selection = summary.get("model_selection")
+    if not isinstance(selection, Mapping) or "rule" not in selection:
+        return None
+    rule = selection["rule"]
+    final = selection.get("final") or {}
+    final_metric = next((key[len("validation_"):] for key in final if key.startswith("validation_")), None)
+    if rule == "per_modality":
+        metric = selection.get("metric", "accuracy")
+        text = (f"Each modality's encoder and private head come from the epoch where that modality's own validation "
+                f"{metric} was best (the modalities peak at different epochs).")
+        if final:
+            text += (f" The fusion head was trained on these frozen encoders, and the final model was chosen among "
+                     f"the stage-2 epochs by the validation {final_metric} of the full prediction.")
+        else:
+            text += " The model is the assembly of these."
+    elif rule == "fused":
+        text = (f"One epoch for the whole model, by the validation {final_metric or 'score'} of the full prediction "
+                "(the reference implementation's rule).")
+    else:
+        text = "No model selection: the weights after the last epoch."
+    rows = []
+    for name, entry in (selection.get("encoders") or {}).items():
+        score = next(((key[len("validation_"):], value) for key, value in entry.items()
+                      if key.startswith("validation_")), None)
+        rows.append({"part": f"`{name}` encoder", "epoch": _format_value(entry.get("epoch")),
+                     "score": f"{score[0]} {score[1]:.4f}" if score and _is_number(score[1]) else "-"})
+    if final:
+        value = final.get(f"validation_{final_metric}")
+        score = f"{final_metric} {value:.4f}" if _is_number(value) else "-"
+        rows.append({"part": f"rest of the model (stage {final.get('stage', '?')})",
+                     "epoch": _format_value(final.get("epoch")), "score": score})
+    return {"text": text, "rows": rows}
+
+
 def build_model_card(
     summary: Mapping[str, Any],
     plot_path: str | None = None,
@@ -406,6 +450,7 @@ def build_model_card(
         training=[(k, _format_value(v)) for k, v in training.items()],
         seed=training.get("seed", "?"),
         result_splits=result_splits,
+        model_selection=_model_selection_section(summary),
         supports_missing_modalities=any(r["subsets"] for r in result_splits) and len(modalities) > 1,
         plot_path=plot_path,
         method_citation=CITATIONS.get(method, ""),

@@ -36,6 +36,7 @@ from .losses import (
     select_effective_dimensions,
 )
 from .metrics import load_multimodal_metric
+from .model_selection import SELECTION_METRICS, ModalitySelection
 
 __all__ = ["DIMMLTrainingArguments", "DIMMLTrainer", "modality_subsets"]
 
@@ -70,7 +71,30 @@ class DIMMLTrainingArguments(TrainingArguments):
                           "and 6). No effect on MLP encoders; checkpoints are saved in the usual layout."},
     )
 
+    model_selection: str = field(
+        default="per_modality",
+        metadata={"help": "How `load_best_model_at_end` selects the model of a detached method (dimml, unimodal). "
+                          "`per_modality`: each modality's encoder and private head come from the evaluation where "
+                          "that head's own validation `modality_selection_metric` was best; they are assembled at "
+                          "the end of stage 1, dimml's fusion head is trained on them and the final model is chosen "
+                          "among the stage-2 evaluations by `metric_for_best_model`. `fused`: one evaluation for "
+                          "everything by `metric_for_best_model`, stage 2 starting from the best stage-1 checkpoint, "
+                          "as the DI-MML reference does. The other methods always select `fused`.",
+                  "choices": ["per_modality", "fused"]},
+    )
+    modality_selection_metric: str = field(
+        default="accuracy",
+        metadata={"help": "Per-modality selection: the validation metric of each modality's own head "
+                          "(greater is better for accuracy and macro_f1, lower for loss).",
+                  "choices": list(SELECTION_METRICS)},
+    )
+
     def __post_init__(self) -> None:
+        if self.model_selection not in ("per_modality", "fused"):
+            raise ValueError(f"model_selection must be 'per_modality' or 'fused', got {self.model_selection!r}")
+        if self.modality_selection_metric not in SELECTION_METRICS:
+            raise ValueError(f"modality_selection_metric must be one of {list(SELECTION_METRICS)}, got "
+                             f"{self.modality_selection_metric!r}")
         if self.stage1_epochs < 1 or self.stage2_epochs < 0:
             raise ValueError(
                 f"stage1_epochs must be >= 1 and stage2_epochs >= 0, got {self.stage1_epochs}, {self.stage2_epochs}"
@@ -82,6 +106,10 @@ class DIMMLTrainingArguments(TrainingArguments):
         if self.ddp_find_unused_parameters is None:
             self.ddp_find_unused_parameters = True
         super().__post_init__()
+
+
+# Methods that train each encoder on its own objective, so that each can be selected on its own validation score.
+DETACHED_METHODS = ("dimml", "unimodal")
 
 
 def modality_subsets(names: list[str]) -> list[tuple[str, ...]]:
@@ -135,6 +163,15 @@ class DIMMLTrainer(Trainer):
         if self.method == "mla" and self.args.gradient_accumulation_steps != 1:
             raise ValueError("MLA takes one optimiser step per modality and batch: gradient_accumulation_steps "
                              "must be 1")
+        # Per-modality model selection (README.md, Training): only for the detached methods, and only where the user
+        # asked for model selection at all.
+        self._selection: ModalitySelection | None = None
+        if self.args.load_best_model_at_end and self.args.model_selection == "per_modality" and \
+                self.method in DETACHED_METHODS:
+            if self.method == "dimml" and self.args.stage2_epochs < 1:
+                raise ValueError("per-modality model selection trains DI-MML's fusion head on the assembled encoders: "
+                                 "set stage2_epochs >= 1, or model_selection='fused'")
+            self._selection = ModalitySelection(self.modality_names, self.args.modality_selection_metric)
         if self.args.channels_last:
             # A convolution runs in its weight's memory format: activations are NHWC from the first convolution on.
             self.model.to(memory_format=torch.channels_last)
@@ -190,10 +227,13 @@ class DIMMLTrainer(Trainer):
         if self.method != "dimml":
             return
         if self.stage == 2 and not bool(model.fusion_head_trained):
-            # As in the reference, stage 2 starts from the best stage-1 encoders when model selection is on. (A
-            # resumed stage 2 finds the flag set: its checkpoint already holds those encoders.)
+            # Stage 2 starts from the selected stage-1 encoders when model selection is on: each modality's own best
+            # (per_modality), or, as in the reference, the best stage-1 checkpoint (fused). A resumed stage 2 finds
+            # the flag set: its checkpoint already holds those encoders.
             best = self.state.best_model_checkpoint
-            if self.args.load_best_model_at_end and best is not None:
+            if self._selection is not None:
+                self.assemble_selected_modalities()
+            elif self.args.load_best_model_at_end and best is not None:
                 self.accelerator.wait_for_everyone()  # the main process may still be writing it
                 self._load_from_checkpoint(best, model=model)
             model.fusion_head_trained.fill_(True)
@@ -205,6 +245,88 @@ class DIMMLTrainer(Trainer):
             model.duc_mask.copy_(self.select_effective_dimensions())
             model.duc_mask_ready.fill_(True)
         self._duc_mask = model.duc_mask if bool(model.duc_mask_ready) else None
+
+    # --- per-modality model selection -----------------------------------------------------------------------------
+
+    def _modality_modules(self) -> dict[str, nn.Module]:
+        """What a modality's selection keeps: its encoder and its private head."""
+        model = self._unwrapped
+        return {name: nn.ModuleDict({"encoder": model.dimml.encoders[name], "private_head": model.private_heads[name]})
+                for name in self.modality_names}
+
+    def assemble_selected_modalities(self) -> None:
+        """Loads each modality's encoder and private head from the evaluation where it was best."""
+        self._selection.assemble(self._modality_modules())
+        logger.info("assembled each modality from its best validation epoch: %s", self._selection.summary())
+
+    def _determine_best_metric(self, metrics: dict[str, float], trial) -> bool:
+        # Per-modality selection: stage-1 evaluations update each modality's best and are never the final model
+        # (dimml's is chosen among the stage-2 evaluations; unimodal's is assembled at the end of training).
+        if self._selection is None or self.stage == 2:
+            return super()._determine_best_metric(metrics, trial)
+        self._selection.update(metrics, self.state.epoch, self.state.global_step, self._modality_modules())
+        return False
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        super().save_model(output_dir, _internal_call)
+        # A checkpoint carries the per-modality bests, so a resumed run keeps them.
+        if _internal_call and self._selection is not None and self.args.should_save:
+            self._selection.save(output_dir or self.args.output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if model is None and self._selection is not None:  # resuming (not loading a best checkpoint)
+            self._selection.load(resume_from_checkpoint)
+
+    def train(self, *args: Any, **kwargs: Any):
+        result = super().train(*args, **kwargs)
+        if self._selection is not None and self.method == "unimodal":
+            # One stage: the final model is the assembly of each modality's best.
+            self.assemble_selected_modalities()
+        return result
+
+    def model_selection_summary(self) -> dict[str, Any]:
+        """Which evaluation each part of the final model comes from (training_summary.json, the card).
+
+        `rule`: `per_modality`, `fused` or `last` (no model selection); `encoders`: per modality, the epoch its encoder
+        comes from; `final`: the epoch and stage of the checkpoint the rest of the model comes from.
+        """
+        history = [entry for entry in self.state.log_history if any(key.startswith("eval_") for key in entry)]
+        last_epoch = self.state.epoch
+        if not self.args.load_best_model_at_end:
+            rule = "last"
+        elif self._selection is not None:
+            rule = "per_modality"
+        else:
+            rule = "fused"
+        best_step = self.state.best_global_step if rule != "last" else None
+        final_epoch = next((entry["epoch"] for entry in history if entry.get("step") == best_step), None)
+        if rule == "per_modality" and self.method == "unimodal":
+            final_epoch = None  # nothing but the assembled encoders and their heads
+        summary: dict[str, Any] = {"rule": rule}
+        if final_epoch is not None or rule == "last":
+            epoch = final_epoch if final_epoch is not None else last_epoch
+            summary["final"] = {"epoch": epoch, "stage": 1 if epoch <= self.args.stage1_epochs else 2}
+            if rule != "last":
+                summary["final"][f"validation_{self.args.metric_for_best_model}"] = self.state.best_metric
+        if rule == "per_modality":
+            summary["metric"] = self._selection.metric
+            summary["encoders"] = self._selection.summary()
+        else:
+            # One epoch for every encoder: the last stage-1 epoch that trained them (last), or the best stage-1
+            # evaluation by metric_for_best_model (fused: stage 2 starts from it; the Trainer's rule, ties earliest).
+            stage1 = [entry for entry in history if entry["epoch"] <= self.args.stage1_epochs + 1e-6]
+            encoder_epoch = min(last_epoch, self.args.stage1_epochs)
+            key = self.args.metric_for_best_model or "loss"
+            key = key if key.startswith("eval_") else f"eval_{key}"
+            scored = [entry for entry in stage1 if key in entry]
+            if rule == "fused" and scored:
+                pick = max if self.args.greater_is_better else min
+                encoder_epoch = pick(scored, key=lambda entry: entry[key])["epoch"]
+                if "final" in summary and summary["final"]["stage"] == 1:
+                    encoder_epoch = summary["final"]["epoch"]
+            summary["encoders"] = {name: {"epoch": encoder_epoch} for name in self.modality_names}
+        return summary
 
     @torch.no_grad()
     def select_effective_dimensions(self) -> torch.Tensor:
@@ -460,7 +582,8 @@ class DIMMLTrainer(Trainer):
         return names
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """Returns the class predicted by every head and every modality subset, `(batch, num_heads)`."""
+        """Returns the class predicted by every head and every modality subset, `(batch, num_heads)`, and each
+        modality's own cross-entropy per sample, `(batch, M)` (its validation loss, for per-modality selection)."""
         modality_inputs, labels = self._split_inputs(inputs)
         with torch.no_grad():
             outputs = model(**modality_inputs, labels=labels)
@@ -479,14 +602,22 @@ class DIMMLTrainer(Trainer):
                 for subset in modality_subsets(self.modality_names):
                     subset_features = {name: outputs.features[name] for name in subset}
                     heads.append(self._unwrapped.forward_heads(subset_features).logits)
+            modality_losses = torch.stack([
+                nn.functional.cross_entropy(outputs.modality_logits[n].float(), labels, reduction="none")
+                for n in self.modality_names
+            ], dim=1)
         predictions = torch.stack([head.argmax(-1) for head in heads], dim=1)
-        return loss, predictions, labels
+        return loss, (predictions, modality_losses), labels
 
     def _compute_metrics(self, eval_prediction: EvalPrediction) -> dict[str, float]:
-        predictions = np.asarray(eval_prediction.predictions)
+        predictions, modality_losses = (np.asarray(part) for part in eval_prediction.predictions)
         references = np.asarray(eval_prediction.label_ids)
         names = self._head_names()
         per_head = {name: predictions[:, index] for index, name in enumerate(names) if name != "final"}
-        return self._metric.compute(
-            predictions=predictions[:, 0], references=references, modality_predictions=per_head
+        metrics = self._metric.compute(
+            predictions=predictions[:, 0], references=references, modality_predictions=per_head,
+            macro_f1_for=self.modality_names,
         )
+        for index, name in enumerate(self.modality_names):
+            metrics[f"loss_{name}"] = float(modality_losses[:, index].mean())
+        return metrics

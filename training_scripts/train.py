@@ -230,8 +230,11 @@ def build_config(model_args: ModelArguments, preset, label_names: list[str]) -> 
     )
 
 
-def plot_training_curves(log_history: list[dict[str, Any]], modality_names: list[str], path: Path) -> bool:
-    """Validation accuracy of each head over epochs (the picture of modality competition). False without matplotlib."""
+def plot_training_curves(log_history: list[dict[str, Any]], modality_names: list[str], path: Path,
+                         model_selection: dict[str, Any] | None = None) -> bool:
+    """Validation accuracy of each head over epochs (the picture of modality competition), with a star where the
+    final model's encoders and the rest of the model were taken (`model_selection`, the trainer's summary). False
+    without matplotlib."""
     try:
         import matplotlib
 
@@ -248,7 +251,15 @@ def plot_training_curves(log_history: list[dict[str, Any]], modality_names: list
     for label, key in series.items():
         points = [(entry["epoch"], entry[key]) for entry in evals if key in entry]
         if points:
-            axis.plot(*zip(*points), marker="o", markersize=3, label=label)
+            (line,) = axis.plot(*zip(*points), marker="o", markersize=3, label=label)
+            selected = _selected_epoch(model_selection, key, modality_names)
+            marks = [(epoch, value) for epoch, value in points if selected is not None and abs(epoch - selected) < 1e-6]
+            if marks:
+                axis.plot(*zip(*marks), marker="*", markersize=14, linestyle="none", color=line.get_color(),
+                          markeredgecolor="black")
+    if model_selection:
+        axis.plot([], [], marker="*", markersize=10, linestyle="none", color="gray", markeredgecolor="black",
+                  label=f"selected ({model_selection['rule'].replace('_', '-')})")
     axis.set_xlabel("epoch")
     axis.set_ylabel("validation accuracy")
     axis.grid(alpha=0.3)
@@ -259,6 +270,16 @@ def plot_training_curves(log_history: list[dict[str, Any]], modality_names: list
     plt.close(figure)
     os.replace(temporary, path)
     return True
+
+
+def _selected_epoch(model_selection: dict[str, Any] | None, key: str, modality_names: list[str]) -> float | None:
+    """The epoch the final model took the head behind the curve `key` from (a modality's encoder, or the rest)."""
+    if not model_selection:
+        return None
+    for name in modality_names:
+        if key == f"eval_accuracy_{name}":
+            return (model_selection.get("encoders") or {}).get(name, {}).get("epoch")
+    return (model_selection.get("final") or {}).get("epoch")
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -337,8 +358,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     push_error = None
     if trainer.is_world_process_zero():
         output_dir = Path(training_args.output_dir)
+        model_selection = trainer.model_selection_summary()
         plotted = plot_training_curves(trainer.state.log_history, config.modality_names,
-                                       output_dir / "training_curves.png")
+                                       output_dir / "training_curves.png", model_selection)
         summary = {
             "method": config.method,
             "method_hyperparameters": {key: getattr(config, key) for key in METHOD_HYPERPARAMETERS[config.method]},
@@ -363,6 +385,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "num_processes": training_args.world_size,
                 "train_runtime_s": train_result.metrics.get("train_runtime"),
             },
+            "model_selection": model_selection,
             "labels": label_names,
             "subsets": ["+".join(subset) for subset in modality_subsets(config.modality_names)],
             "metrics": {"test": strip_prefix(test_metrics, "test"),
@@ -408,6 +431,12 @@ def print_results(summary: dict[str, Any], modality_names: list[str]) -> None:
     for name, value in rows:
         shown = f"{value:.4f}" if value is not None else "not used (best checkpoint is from stage 1)"
         print(f"  {name:<{width}}  {shown}")
+    selection = summary.get("model_selection") or {}
+    if selection:
+        parts = [f"{name} encoder from epoch {entry['epoch']:g}" for name, entry in selection["encoders"].items()]
+        if selection.get("final"):
+            parts.append(f"the rest from epoch {selection['final']['epoch']:g} (stage {selection['final']['stage']})")
+        print(f"Model selection ({selection['rule']}): " + ", ".join(parts))
 
 
 if __name__ == "__main__":

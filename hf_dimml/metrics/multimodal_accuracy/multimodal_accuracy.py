@@ -21,7 +21,8 @@ import numpy as np
 _DESCRIPTION = """
 Accuracy and macro-averaged F1 of the fused predictions of a multimodal classifier, and, for
 every modality whose own predictions are given (e.g. the prediction of that modality's private
-head, or of the model fed that modality alone), the accuracy of those predictions.
+head, or of the model fed that modality alone), the accuracy of those predictions (and their
+macro-F1 for the ones named in `macro_f1_for`).
 
 Macro-F1 averages the per-class F1 over the classes that occur in the references or the
 predictions (or over `labels` when given); a class never predicted (or never true) has F1 0.
@@ -36,11 +37,14 @@ Args:
         `add_batch`: gather all of it and pass it to the final `compute` call).
     labels (`list` of `int`, *optional*): the classes macro-F1 averages over (default: the
         union of the classes in references and predictions).
+    macro_f1_for (`list` of `str`, *optional*): keys of `modality_predictions` whose macro-F1
+        is reported too.
 
 Returns:
     accuracy (`float`): fraction of correct fused predictions.
     macro_f1 (`float`): unweighted mean of the per-class F1 of the fused predictions.
     accuracy_<modality> (`float`): accuracy of each modality's predictions.
+    macro_f1_<modality> (`float`): macro-F1 of each modality named in `macro_f1_for`.
 
 Examples:
     >>> metric = hf_dimml.metrics.load_multimodal_metric()
@@ -99,6 +103,7 @@ class MultimodalAccuracy(evaluate.Metric):
         references,
         modality_predictions: Optional[Mapping[str, Iterable]] = None,
         labels: Optional[Iterable] = None,
+        macro_f1_for: Optional[Iterable[str]] = None,
     ) -> Dict[str, float]:
         predictions = _as_label_array(predictions, "predictions")
         references = _as_label_array(references, "references")
@@ -115,4 +120,9 @@ class MultimodalAccuracy(evaluate.Metric):
                     f"modality_predictions[{modality!r}] has {len(values)} predictions for {len(references)} references."
                 )
             results[f"accuracy_{modality}"] = float(np.mean(values == references))
+        for modality in macro_f1_for or ():
+            if modality not in (modality_predictions or {}):
+                raise ValueError(f"macro_f1_for names {modality!r}, which modality_predictions does not hold.")
+            values = _as_label_array(modality_predictions[modality], f"modality_predictions[{modality!r}]")
+            results[f"macro_f1_{modality}"] = macro_f1_score(references, values, labels)
         return results
