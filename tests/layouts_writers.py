@@ -27,6 +27,7 @@ __all__ = [
     "make_kinetics_sounds",
     "make_ucf101",
     "make_modelnet40",
+    "write_video",
 ]
 
 #: Small recipe overrides so that building takes milliseconds: (33, 32) spectrograms, 16x16 frames.
@@ -181,3 +182,49 @@ def make_modelnet40(
                     value = (ci * 60 + view * 15) % 256
                     Image.new("RGB", (10, 10), (value, value, value)).save(folder / f"{obj}_{view:03d}.png")
     return root
+
+
+def write_video(
+    path: Path,
+    seconds: float = 2.0,
+    fps: int = 5,
+    size: tuple[int, int] = (24, 32),
+    audio_rate: int | None = 16000,
+    codec: str | None = None,
+    seed: int = 0,
+) -> Path:
+    """A real video encoded with PyAV: moving random frames (``size`` = height, width) and, unless
+    ``audio_rate`` is None, a sine tone track (AAC in .mp4, MP3 in .flv / .avi). The codec follows the
+    container as in the official distributions: H.264 (.mp4), FLV1 (.flv, CREMA-D), MPEG-4 part 2 (.avi, UCF101)."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    video_codec = codec or {".mp4": "libx264", ".flv": "flv", ".avi": "mpeg4"}[suffix]
+    audio_codec = "aac" if suffix == ".mp4" else "libmp3lame"
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (size[0], size[1] + 64, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as container:
+        video = container.add_stream(video_codec, rate=fps)
+        video.width, video.height, video.pix_fmt = size[1], size[0], "yuv420p"
+        audio = container.add_stream(audio_codec, rate=audio_rate) if audio_rate else None
+        for i in range(int(round(seconds * fps))):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(base[:, 2 * i : 2 * i + size[1]]), format="rgb24")
+            for packet in video.encode(frame):
+                container.mux(packet)
+        for packet in video.encode():
+            container.mux(packet)
+        if audio is not None:
+            total = int(seconds * audio_rate)
+            tone = (0.3 * np.sin(2 * math.pi * 440.0 * np.arange(total) / audio_rate) * 32767).astype(np.int16)
+            chunk = audio.frame_size or 1024
+            for start in range(0, total, chunk):
+                piece = tone[start : start + chunk]
+                frame = av.AudioFrame.from_ndarray(piece[None, :], format="s16", layout="mono")
+                frame.sample_rate = audio_rate
+                frame.pts = start
+                for packet in audio.encode(frame):
+                    container.mux(packet)
+            for packet in audio.encode():
+                container.mux(packet)
+    return path

@@ -9,7 +9,10 @@ Usage::
 
 The thin wrappers ``prepare_cremad.py``, ``prepare_ave.py``, ``prepare_kinetics_sounds.py``,
 ``prepare_ucf101.py`` and ``prepare_modelnet40.py`` call this with the dataset name filled in.
-Layouts are documented in :mod:`hf_dimml.data.builders`. A progress bar shows the decoding; the
+Layouts are documented in :mod:`hf_dimml.data.builders`. From the official distribution, what is missing is
+extracted first (:mod:`hf_dimml.data.extraction`: frames, audio and optical flow from the videos, once, into
+``--root`` in the reference layouts, over ``--workers`` processes, resumable; needs ``pip install
+"hf_dimml[video]"``); ``--no-extract`` skips that step. A progress bar shows the decoding; the
 result is cached (``--cache-dir``, default ``$HF_DIMML_CACHE/<name>`` or ``~/.cache/hf_dimml/<name>``)
 and later builds with the same arguments reload it.
 """
@@ -19,10 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from typing import Any
 
 from hf_dimml.data.builders import DATASET_BUILDERS, dataset_recipe, processor_from_dataset
+from hf_dimml.data.extraction import extract_missing
 
 __all__ = ["main", "parse_arguments"]
 
@@ -77,6 +82,17 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--no-verify-images", action="store_true", help="only check image headers, do not decode every frame"
     )
+    parser.add_argument(
+        "--no-extract", action="store_true", help="do not decode videos: the frames / audio / flow folders exist"
+    )
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="extraction processes")
+    parser.add_argument(
+        "--extract-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extraction setting, e.g. fps=1, min_frames=3, audio_rate=44100, flow_method=farneback (repeatable)",
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even when a cached build exists")
     parser.add_argument("--processor-out", default=None, help="also save the matching DIMMLProcessor to this folder")
     return parser.parse_args(argv)
@@ -107,11 +123,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_short_side is not None:
         kwargs["max_short_side"] = args.max_short_side
 
+    if not args.no_extract:
+        report = extract_missing(
+            args.dataset,
+            args.root,
+            num_workers=args.workers,
+            on_error="error" if args.on_missing == "error" else "skip",
+            **dict(_key_values(args.extract_option, "--extract-option")),
+        )
+        print(f"{args.dataset} extraction: {report.summary()}")
+        for entry in report.skipped:
+            print(f"  skipped {entry['kind']} of {entry['id']}: {entry['source']}: {entry['reason']}")
     dataset = DATASET_BUILDERS[args.dataset](args.root, **kwargs)
     stored = dataset_recipe(dataset)
     print(f"{args.dataset}: {', '.join(f'{split} {dataset[split].num_rows}' for split in dataset)} rows")
     print(f"  labels ({len(stored['label_names'])}): {', '.join(stored['label_names'])}")
-    print(f"  skipped clips: {stored['skipped']['count']}")
+    skipped = stored["skipped"]
+    print(f"  skipped clips: {skipped['count']}")
+    for entry in skipped["clips"]:
+        print(f"    {entry['split']} {entry['id']}: {entry['reason']}")
+    for key, value in sorted(stored.get("list_notes", {}).items()):
+        print(f"  {key}: {value}")
     print(f"  cached at: {dataset['train'].cache_files[0]['filename'].rsplit('/train/', 1)[0]}")
     if args.processor_out:
         processor_from_dataset(dataset).save_pretrained(args.processor_out)
