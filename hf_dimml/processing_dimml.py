@@ -44,6 +44,7 @@ __all__ = [
     "DIMMLTransform",
     "MODALITY_DEFAULTS",
     "PROCESSOR_KINDS",
+    "audio_read_seconds",
     "compute_audio_spectrogram",
     "read_wav",
     "resample_waveform",
@@ -61,7 +62,10 @@ _IMAGE_DEFAULTS: dict[str, Any] = {
     "channels": 3,
     "mean": None,  # per-channel list (or one float); None: no normalisation, values stay in [0, 1]
     "std": None,
-    "value_range": None,  # [low, high] of raw numeric arrays; None: uint8 -> /255, floats already in [0, 1]
+    # [low, high] of raw float pixels (and of integer arrays without an image depth, e.g. int64); None: floats are
+    # already in [0, 1]. Image depths carry their own scale and never go through it: bool, uint8 (8-bit PIL modes
+    # and files) and uint16 (16-bit PNG / TIFF) pixels are divided by their dtype maximum (see `_scale_to_unit`).
+    "value_range": None,
     "interpolation": "bilinear",  # "bilinear" | "bicubic" | "nearest" (antialiased when shrinking)
     "random_resized_crop": None,  # train only: [min_scale, max_scale] of the crop area, aspect 3/4..4/3
     "random_flip": False,  # train only: horizontal flip with probability 0.5
@@ -106,6 +110,14 @@ _RESERVED_NAMES = {"labels", "train", "return_tensors", "is_batched", "sampling_
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 _PIL_MODE_BY_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 _MAX_AUDIO_CHANNELS = 16
+# Sample rates a recording can sensibly have: telephone-band archives (8 kHz, rarely lower) up to the fastest audio
+# interfaces. A header outside is corrupt, and believing it is costly: a 1 Hz header upsampled to 22.05 kHz turned a
+# 40 KB file into 4.4 GB (issue 13).
+_SAMPLING_RATE_RANGE = (1_000, 768_000)
+_MAX_FMT_CHUNK = 1024  # a 'fmt ' chunk is 16..40 bytes; a larger claim is a corrupt header, not something to read
+#: Integer dtypes that are image depths, with the pixel value meaning "white" (the dtype's maximum).
+_IMAGE_DEPTH_MAX = {np.dtype(np.bool_): 1, np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}
+_OUT_OF_RANGE_TOLERANCE = 1e-3  # of the range width: float rounding of data that was clipped to the range
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,56 +254,99 @@ def resolve_modality_config(config: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-def read_wav(source: str | os.PathLike | bytes) -> tuple[np.ndarray, int]:
+def read_wav(source: str | os.PathLike | bytes, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     """Read a RIFF/WAVE file (path or bytes) into ``(channels, n)`` float32 in [-1, 1] and its rate.
 
     A small ``struct`` chunk parser rather than the stdlib ``wave`` module, because ``wave``
     (Python < 3.12) rejects IEEE-float and WAVE_FORMAT_EXTENSIBLE files, which many tools write.
-    Supports integer PCM (8/16/24/32 bit) and float (32/64 bit). Raises ``ValueError`` naming the
-    file when it cannot be read or is not such a WAV.
+    Supports integer PCM (8/16/24/32 bit) and float (32/64 bit).
+
+    The file is streamed: chunks other than ``fmt `` and ``data`` are skipped unread, and with
+    ``max_seconds`` only the first ``ceil(max_seconds * rate)`` sample frames of ``data`` are read
+    (what a recipe uses, see :func:`audio_read_seconds`), so memory follows the recipe, not the
+    file. A ``data`` chunk that claims more bytes than the file holds (a streamed recording whose
+    header was never rewritten) is read up to the end of the file.
+
+    Raises ``ValueError`` naming the file when it cannot be read, is not such a WAV, or its header
+    is implausible: a sample rate outside 1 kHz..768 kHz, more than 16 channels, a block size that
+    does not match the channels, no complete sample frame.
     """
     label = "<bytes>" if isinstance(source, (bytes, bytearray)) else os.fspath(source)
-    if isinstance(source, (bytes, bytearray)):
-        data = bytes(source)
-    else:
+    try:
+        handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else open(source, "rb")
+    except OSError as err:
+        raise ValueError(f"cannot read WAV file {label}: {err}") from err
+    with handle:
         try:
-            with open(source, "rb") as handle:
-                data = handle.read()
-        except OSError as err:
+            return _parse_wav(handle, label, max_seconds)
+        except OSError as err:  # a read failing mid-file (I/O error, file removed on a network drive)
             raise ValueError(f"cannot read WAV file {label}: {err}") from err
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+
+
+def _parse_wav(handle: Any, label: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    header = handle.read(12)
+    if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
         raise ValueError(f"unreadable WAV file {label}: not a RIFF/WAVE file")
-    fmt_chunk, sample_bytes, position = None, None, 12
-    while position + 8 <= len(data):
-        chunk_id = data[position : position + 4]
-        (chunk_size,) = struct.unpack("<I", data[position + 4 : position + 8])
-        body = data[position + 8 : position + 8 + chunk_size]  # a streamed data chunk may be truncated
+    fmt_chunk, data_offset, data_size = None, None, 0
+    while fmt_chunk is None or data_offset is None:
+        chunk_header = handle.read(8)
+        if len(chunk_header) < 8:
+            break
+        chunk_id, (chunk_size,) = chunk_header[:4], struct.unpack("<I", chunk_header[4:])
         if chunk_id == b"fmt ":
-            fmt_chunk = body
-        elif chunk_id == b"data":
-            sample_bytes = body
-        position += 8 + chunk_size + (chunk_size & 1)  # chunks are word-aligned
-    if fmt_chunk is None or len(fmt_chunk) < 16 or sample_bytes is None:
+            if not 16 <= chunk_size <= _MAX_FMT_CHUNK:
+                raise ValueError(
+                    f"unreadable WAV file {label}: 'fmt ' chunk of {chunk_size} bytes (expected 16..{_MAX_FMT_CHUNK})"
+                )
+            fmt_chunk = handle.read(chunk_size)
+            handle.seek(chunk_size & 1, os.SEEK_CUR)  # chunks are word-aligned
+        else:
+            if chunk_id == b"data":
+                data_offset, data_size = handle.tell(), chunk_size
+            handle.seek(chunk_size + (chunk_size & 1), os.SEEK_CUR)  # skipped unread; past the end is allowed
+    if fmt_chunk is None or len(fmt_chunk) < 16 or data_offset is None:
         raise ValueError(f"unreadable WAV file {label}: missing 'fmt ' or 'data' chunk")
     format_tag, channels, rate, _, block_align, bits = struct.unpack("<HHIIHH", fmt_chunk[:16])
     if format_tag == 0xFFFE and len(fmt_chunk) >= 26:  # WAVE_FORMAT_EXTENSIBLE: real tag in the sub-format GUID
         (format_tag,) = struct.unpack("<H", fmt_chunk[24:26])
-    if channels < 1 or rate < 1 or block_align < 1:
-        raise ValueError(f"unreadable WAV file {label}: bad header (channels={channels}, rate={rate})")
+    low_rate, high_rate = _SAMPLING_RATE_RANGE
+    if not low_rate <= rate <= high_rate:
+        raise ValueError(
+            f"unreadable WAV file {label}: the header's sample rate {rate} Hz is outside {low_rate}..{high_rate} Hz"
+        )
+    if not 1 <= channels <= _MAX_AUDIO_CHANNELS:
+        raise ValueError(
+            f"unreadable WAV file {label}: the header claims {channels} channels (expected 1..{_MAX_AUDIO_CHANNELS})"
+        )
     width = block_align // channels
+    if block_align < 1 or block_align != width * channels:
+        raise ValueError(
+            f"unreadable WAV file {label}: block size {block_align} bytes is not a whole number of bytes for each of "
+            f"{channels} channel(s)"
+        )
+    if not ((format_tag == 1 and width in (1, 2, 3, 4)) or (format_tag == 3 and width in (4, 8))):
+        raise ValueError(f"unreadable WAV file {label}: unsupported format tag {format_tag} with {bits}-bit samples")
+    wanted_bytes = data_size
+    if max_seconds is not None:
+        wanted_bytes = min(wanted_bytes, int(math.ceil(max_seconds * rate)) * block_align)
+    handle.seek(data_offset)
+    sample_bytes = handle.read(wanted_bytes)
     frames = len(sample_bytes) // block_align
+    if frames == 0:
+        raise ValueError(
+            f"unreadable WAV file {label}: the 'data' chunk holds no complete sample frame "
+            f"({len(sample_bytes)} byte(s), {block_align} per frame)"
+        )
     raw = np.frombuffer(sample_bytes[: frames * block_align], dtype=np.uint8).reshape(frames, channels, width)
     if format_tag == 1 and width == 1:
         samples = (raw[..., 0].astype(np.float32) - 128.0) / 128.0
-    elif format_tag == 1 and width in (2, 3, 4):
+    elif format_tag == 1:
         # Little-endian signed integers: place the bytes in the top of an int32, then scale.
         padded = np.zeros((frames, channels, 4), dtype=np.uint8)
         padded[..., 4 - width :] = raw
         samples = (padded.view("<i4")[..., 0].astype(np.float64) / 2.0**31).astype(np.float32)
-    elif format_tag == 3 and width in (4, 8):
-        samples = raw.reshape(frames, channels * width).view("<f4" if width == 4 else "<f8").astype(np.float32)
     else:
-        raise ValueError(f"unreadable WAV file {label}: unsupported format tag {format_tag} with {bits}-bit samples")
+        samples = raw.reshape(frames, channels * width).view("<f4" if width == 4 else "<f8").astype(np.float32)
     return np.ascontiguousarray(samples.reshape(frames, channels).T), int(rate)
 
 
@@ -339,11 +394,45 @@ def spectrogram_shape(recipe: Mapping[str, Any]) -> tuple[int, int]:
     return cfg["n_fft"] // 2 + 1, frames
 
 
+def _check_sampling_rate(rate: Any) -> int:
+    """A whole number of Hz within `_SAMPLING_RATE_RANGE`; anything else is a named ValueError."""
+    low, high = _SAMPLING_RATE_RANGE
+    valid = isinstance(rate, (int, float, np.integer, np.floating)) and not isinstance(rate, (bool, np.bool_))
+    if not valid or not math.isfinite(rate) or rate != int(rate) or not low <= rate <= high:
+        raise ValueError(f"expected a sampling rate of a whole number of Hz in {low}..{high}, got {rate!r}")
+    return int(rate)
+
+
+def _frames_needed(cfg: Mapping[str, Any], orig_sampling_rate: int) -> int:
+    """Input samples (at ``orig_sampling_rate``) on which the recipe's first ``duration`` seconds depend.
+
+    Output sample j (j < n = duration x rate) interpolates input instants j / ratio, and the
+    anti-alias filter of a downsampling reaches ``half`` taps further (see :func:`resample_waveform`):
+    the first ``ceil((n - 1) / ratio) + half + 2`` input samples determine them all.
+    """
+    ratio = cfg["sampling_rate"] / orig_sampling_rate
+    half = int(math.ceil(8 / ratio)) if ratio < 1 else 0
+    return int(math.ceil((_num_samples(cfg) - 1) / ratio)) + half + 2
+
+
+def audio_read_seconds(recipe: Mapping[str, Any]) -> float:
+    """Seconds of a recording that :func:`compute_audio_spectrogram` can use under ``recipe``.
+
+    ``duration`` plus the resampling filter's reach, at the worst source rate: pass it to
+    :func:`read_wav` (``max_seconds``) so that a long or mislabelled file is never read whole.
+    """
+    cfg = resolve_modality_config(
+        {"name": "audio", **{k: v for k, v in recipe.items() if k != "name"}, "kind": "audio"}
+    )
+    return cfg["duration"] + (8 + 1) / cfg["sampling_rate"] + 3 / _SAMPLING_RATE_RANGE[0]
+
+
 def compute_audio_spectrogram(waveform: Any, orig_sampling_rate: int, recipe: Mapping[str, Any]) -> np.ndarray:
     """The pinned audio recipe: raw waveform -> ``(F, T)`` float32 log-magnitude spectrogram.
 
     Steps, in order: mono mix (mean over channels; a 2-D input's channel axis is its shorter
-    one) -> resample to ``sampling_rate`` (:func:`resample_waveform`) -> tile (or zero-pad) a
+    one) -> resample to ``sampling_rate`` (:func:`resample_waveform`; only the input samples the
+    first ``duration`` seconds depend on are resampled, with identical results) -> tile (or zero-pad) a
     shorter clip and crop to its first ``duration`` seconds -> clip to [-1, 1] ->
     ``torch.stft`` (periodic Hann window ``win_length``, ``n_fft``, ``hop_length``, ``center``
     with ``pad_mode``) -> ``log(|STFT| + log_offset)`` -> per-clip z-score. The defaults are the
@@ -354,20 +443,25 @@ def compute_audio_spectrogram(waveform: Any, orig_sampling_rate: int, recipe: Ma
     cfg = resolve_modality_config(
         {"name": "audio", **{k: v for k, v in recipe.items() if k != "name"}, "kind": "audio"}
     )
-    signal = np.asarray(waveform, dtype=np.float32)
+    orig_sampling_rate = _check_sampling_rate(orig_sampling_rate)
+    signal = _numeric_array(waveform, "a 1-D or (channels, samples) waveform", np.float32)
+    # Only the first `duration` seconds are used: cropping before resampling bounds time and memory by the recipe,
+    # not by the clip, and gives exactly the samples that resampling the whole clip would (see `_frames_needed`).
+    keep = _frames_needed(cfg, orig_sampling_rate)
     if signal.ndim == 2:
         if min(signal.shape) > _MAX_AUDIO_CHANNELS:
             raise ValueError(
                 f"expected a 1-D waveform or (channels, samples) with at most {_MAX_AUDIO_CHANNELS} channels, "
                 f"got shape {signal.shape}"
             )
-        signal = signal.mean(axis=int(np.argmin(signal.shape)))
-    if signal.ndim != 1 or signal.size == 0:
-        raise ValueError(f"expected a non-empty 1-D or 2-D waveform, got shape {signal.shape}")
-    if not np.isfinite(signal).all():
-        raise ValueError("the waveform contains NaN or infinite samples")
-    if int(orig_sampling_rate) != cfg["sampling_rate"]:
-        signal = resample_waveform(signal, int(orig_sampling_rate), cfg["sampling_rate"])
+        if signal.shape[0] > signal.shape[1]:
+            signal = signal.T  # given as (samples, channels): the channel axis is the shorter one
+        signal = signal[:, :keep].mean(axis=0)
+    if signal.ndim != 1:
+        raise ValueError(f"expected a 1-D or (channels, samples) waveform, got shape {signal.shape}")
+    signal = signal[:keep]
+    if orig_sampling_rate != cfg["sampling_rate"]:
+        signal = resample_waveform(signal, orig_sampling_rate, cfg["sampling_rate"])
     target = _num_samples(cfg)
     if signal.size < target:
         if cfg["short_clip"] == "tile":
@@ -428,16 +522,49 @@ def _is_rate_pair(value: Any) -> bool:
     )
 
 
-def _to_numpy(value: Any, dtype: np.dtype | None = None) -> np.ndarray:
-    """An array (a copy when `dtype` is given); nested lists, e.g. a `datasets` Array2D row, go straight to `dtype`
-    (no float64 intermediate: ~1.5x faster for a spectrogram)."""
+def _numeric_array(value: Any, what: str, dtype: Any = None, where: str | None = None) -> np.ndarray:
+    """``value`` as a non-empty numpy array of finite real numbers (cast to ``dtype`` when given).
+
+    The one validation of every numeric input, whatever its kind or shortcut (image and frame
+    arrays, decoded pixels, spectrograms, waveforms, the precomputed-spectrogram shortcut of the
+    audio kind, vectors): a wrong type or dtype, a ragged list, an empty array, NaN or infinity
+    (also one that a cast to ``dtype`` creates) is a ``ValueError`` saying where, what was expected
+    (``what``) and what came. Rank, shape and channels are each kind's own checks.
+    """
+    prefix = f"{where}: " if where else ""
+    fresh = False  # whether `array` was made here (from a nested list), so that a cast need not copy it
     if isinstance(value, torch.Tensor):
-        array = value.detach().cpu().numpy()
+        tensor = value.detach().cpu()
+        if tensor.is_floating_point() and tensor.dtype not in (torch.float16, torch.float32, torch.float64):
+            tensor = tensor.float()  # bfloat16, float8: numpy has no such dtype (exact in float32)
+        array = tensor.numpy()
     elif isinstance(value, np.ndarray):
         array = value
+    elif _is_number(value) or _numeric_depth(value) is not None:
+        try:
+            # Straight to `dtype`: a `datasets` Array2D row skips a float64 intermediate (~1.5x faster).
+            with np.errstate(over="ignore"):  # an overflow to inf is reported below, as a ValueError
+                array, fresh = np.asarray(value, dtype=dtype), True
+        except (ValueError, TypeError) as err:  # ragged nesting, a string or None among the numbers
+            raise ValueError(f"{prefix}expected {what}, got a nested list that is not a numeric array ({err})") from err
     else:
-        return np.asarray(value, dtype=dtype)
-    return array if dtype is None else array.astype(dtype)
+        raise ValueError(f"{prefix}expected {what}, got {_describe(value)}")
+    if array.dtype.kind not in "buif":
+        raise ValueError(f"{prefix}expected {what} of real numbers, got dtype {array.dtype}")
+    if array.size == 0:
+        raise ValueError(f"{prefix}expected {what}, got an empty array of shape {array.shape}")
+    if dtype is not None and not (fresh and array.dtype == dtype):
+        with np.errstate(over="ignore"):
+            array = array.astype(dtype)  # a private copy: the caller's array or tensor is never aliased
+    if array.dtype.kind == "f":
+        finite = np.isfinite(array)
+        if not finite.all():
+            nan = int(np.isnan(array).sum())
+            raise ValueError(
+                f"{prefix}expected {what} of finite numbers, got {nan} NaN and {int(finite.size - finite.sum()) - nan} "
+                f"infinite value(s) (in dtype {array.dtype})"
+            )
+    return array
 
 
 def _is_encoded_source(value: Any) -> bool:
@@ -477,7 +604,11 @@ class DIMMLProcessor(FeatureExtractionMixin):
             (see ``MODALITY_DEFAULTS`` and the module docstring). Missing parameters take defaults;
             unknown ones raise ``ValueError``.
 
-    Inputs accepted per kind (one sample, or a list of samples for a batch):
+    Inputs accepted per kind (one sample, or a list of samples for a batch). Every numeric input,
+    shortcuts included, goes through one check (`_numeric_array`): a wrong type or dtype, an empty
+    array, NaN or infinity, and then a wrong rank, shape or channel count, is a ``ValueError``
+    naming the modality, what was expected and what came. WAV sample rates must lie in
+    1 kHz..768 kHz, and only the part of a recording the recipe uses is read and resampled.
 
     * ``audio``: a ``{"array", "sampling_rate"}`` dict (``datasets`` decoded audio), a
       ``(waveform, sampling_rate)`` tuple, a WAV path / bytes / ``{"path"|"bytes"}`` dict, or a
@@ -488,6 +619,9 @@ class DIMMLProcessor(FeatureExtractionMixin):
     * ``spectrogram``: a ``(F, T)`` array (or ``(1, F, T)``).
     * ``image``: PIL image, array ``(H, W)`` / ``(H, W, C)`` / ``(C, H, W)`` (the channel axis is
       the one equal to ``channels``, last axis first), path, bytes, or ``{"bytes", "path"}``.
+      Pixel values: 8-bit (PIL images, image files, uint8 arrays) and 16-bit pixels are scaled by
+      their depth, float pixels lie in ``value_range`` (default [0, 1]), so the same picture gives
+      the same tensor in every form; values outside the range are an error, never clipped.
     * ``frames``: a list of frames (each as for ``image``, or a list of ``channels``
       single-channel planes, e.g. optical flow ``[u, v]``), an array ``(N, H, W[, C])``, or a
       directory of image files (sorted by name).
@@ -699,11 +833,11 @@ class DIMMLProcessor(FeatureExtractionMixin):
             if source is None:
                 raise ValueError(f"{where}: audio dict has neither 'array', 'bytes' nor 'path'")
             try:
-                waveform, rate = read_wav(source)
+                waveform, rate = read_wav(source, max_seconds=audio_read_seconds(cfg))
             except ValueError as err:
                 raise ValueError(f"{where}: {err}") from err
         elif _is_array(sample) or _numeric_depth(sample) is not None:
-            waveform = _to_numpy(sample)
+            waveform = _numeric_array(sample, f"a waveform or a precomputed {expected} spectrogram", where=where)
             if waveform.ndim == 2 and tuple(waveform.shape) == expected:
                 # An already computed spectrogram of this recipe (as the dataset builders store it).
                 return torch.as_tensor(np.asarray(waveform, dtype=np.float32))[None]
@@ -721,8 +855,8 @@ class DIMMLProcessor(FeatureExtractionMixin):
                 )
                 self._warned_sampling_rate = True
             rate = cfg["sampling_rate"]
-        array = _to_numpy(waveform)
-        if array.ndim not in (1, 2) or array.size == 0:
+        array = _numeric_array(waveform, "a 1-D or (channels, samples) waveform", where=where)
+        if array.ndim not in (1, 2):
             raise ValueError(f"{where}: expected a 1-D or (channels, samples) waveform, got shape {array.shape}")
         if array.ndim == 2 and min(array.shape) > _MAX_AUDIO_CHANNELS:
             raise ValueError(
@@ -730,7 +864,7 @@ class DIMMLProcessor(FeatureExtractionMixin):
                 f"or a precomputed spectrogram of shape {expected}; got shape {array.shape}"
             )
         try:
-            spectrogram = compute_audio_spectrogram(array, int(rate), cfg)
+            spectrogram = compute_audio_spectrogram(array, rate, cfg)
         except ValueError as err:
             raise ValueError(f"{where}: {err}") from err
         return torch.from_numpy(spectrogram)[None]
@@ -740,16 +874,14 @@ class DIMMLProcessor(FeatureExtractionMixin):
         where = f"modality {cfg['name']!r}"
         if not (_is_array(sample) or _numeric_depth(sample) is not None):
             raise ValueError(f"{where}: expected a (frequency, time) array, got {_describe(sample)}")
-        array = _to_numpy(sample, np.float32)
+        array = _numeric_array(sample, "a (frequency, time) spectrogram", np.float32, where)
         if array.ndim == 3 and array.shape[0] == 1:
             array = array[0]
-        if array.ndim != 2 or array.size == 0:
+        if array.ndim != 2:
             raise ValueError(f"{where}: expected a 2-D (frequency, time) array, got shape {array.shape}")
         if cfg["n_bins"] is not None and array.shape[0] != cfg["n_bins"]:
             hint = " (transposed? the layout is (frequency, time))" if array.shape[1] == cfg["n_bins"] else ""
             raise ValueError(f"{where}: expected {cfg['n_bins']} frequency bins, got shape {array.shape}{hint}")
-        if not np.isfinite(array).all():
-            raise ValueError(f"{where}: the spectrogram contains NaN or infinite values")
         tensor = torch.from_numpy(array)
         num_frames = cfg["num_frames"]
         if tensor.shape[1] != num_frames:
@@ -767,13 +899,11 @@ class DIMMLProcessor(FeatureExtractionMixin):
         where = f"modality {cfg['name']!r}"
         if not (_is_array(sample) or _numeric_depth(sample) is not None or _is_number(sample)):
             raise ValueError(f"{where}: expected a 1-D numeric vector, got {_describe(sample)}")
-        array = _to_numpy(sample, np.float32)
+        array = _numeric_array(sample, "a 1-D numeric vector", np.float32, where)
         if array.ndim != 1:
             raise ValueError(f"{where}: expected a 1-D vector, got shape {array.shape}")
         if cfg["dim"] is not None and array.shape[0] != cfg["dim"]:
             raise ValueError(f"{where}: expected a vector of length dim={cfg['dim']}, got length {array.shape[0]}")
-        if not np.isfinite(array).all():
-            raise ValueError(f"{where}: the vector contains NaN or infinite values")
         return torch.from_numpy(array)
 
     # -- images and frames ---------------------------------------------------------------
@@ -789,8 +919,9 @@ class DIMMLProcessor(FeatureExtractionMixin):
         try:
             image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
             image.load()
-        except (OSError, ValueError, Image.DecompressionBombError) as err:
-            raise ValueError(f"{where}: cannot read image {label}: {err}") from err
+        except (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError) as err:
+            # PIL's plugins do not keep to OSError for corrupt files: each of these is about the file, not the code.
+            raise ValueError(f"{where}: cannot read image {label}: {type(err).__name__}: {err}") from err
         return image
 
     @classmethod
@@ -812,7 +943,10 @@ class DIMMLProcessor(FeatureExtractionMixin):
             value = cls._open_image(value, where)
         if isinstance(value, Image.Image):
             if value.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-                array = np.asarray(value).astype(np.float32)  # high bit-depth: scaled by value_range below
+                # High bit depth, kept in its dtype: uint16 is scaled by its range, int32 / float32 by value_range.
+                array = np.asarray(value)
+                if array.dtype.byteorder == ">":
+                    array = array.astype(array.dtype.newbyteorder("="))
             else:
                 mode = _PIL_MODE_BY_CHANNELS[channels]
                 if channels == 2 and value.mode not in ("LA", "La"):
@@ -820,11 +954,12 @@ class DIMMLProcessor(FeatureExtractionMixin):
                         f"{where}: a 2-channel image must be PIL mode 'LA' or given as planes, got {value.mode!r}"
                     )
                 array = np.asarray(value.convert(mode))
+            array = _numeric_array(array, "an image", where=where)
             if array.ndim == 2:
                 array = array[:, :, None]
             array = array.transpose(2, 0, 1)
         elif _is_array(value) or _numeric_depth(value) is not None:
-            array = _to_numpy(value)
+            array = _numeric_array(value, "an image array", where=where)
             if array.ndim == 2:
                 array = array[None]
             elif array.ndim == 3:
@@ -852,34 +987,40 @@ class DIMMLProcessor(FeatureExtractionMixin):
 
     @staticmethod
     def _scale_to_unit(array: np.ndarray, cfg: Mapping[str, Any], where: str) -> torch.Tensor:
-        """Pixels -> float in [0, 1]; 8-bit pixels stay uint8 here (see `_unit_float`)."""
-        value_range = cfg["value_range"]
-        if array.dtype == np.bool_:
-            array = array.astype(np.float32)
-        if value_range is not None:
-            low, high = value_range
-            scaled = (array.astype(np.float32) - low) / (high - low)
-            scaled = np.clip(scaled, 0.0, 1.0)
-        elif array.dtype == np.uint8:
+        """Pixels (finite, see `_numeric_array`) -> float in [0, 1]; 8-bit pixels stay uint8 here (see `_unit_float`).
+
+        Image depths carry their own scale: bool, uint8 (8-bit PIL modes and files) and uint16 (16-bit
+        PNG / TIFF) pixels are divided by their dtype's maximum, whatever ``value_range`` says, because
+        ``value_range`` states which raw *numbers* mean black and white, and an image depth already
+        states it. (Applying ``value_range=[0, 1]`` to 8-bit pixels made every non-zero pixel white:
+        issue 13.) Floats, and integers of no image depth (int8..int64, uint32, uint64), are mapped
+        by ``value_range`` (default: floats in [0, 1], such integers in 0..255). Values outside the
+        range are an error, never clipped: clipping is what hid the saturation.
+        """
+        depth_max = _IMAGE_DEPTH_MAX.get(array.dtype)
+        if array.dtype == np.uint8:
             # Converted after the crop and the resize, by `_unit_float`: fewer pixels, and 8-bit resizing is faster.
             return torch.from_numpy(array if array.flags.writeable else array.copy())
+        if depth_max is not None:
+            return torch.from_numpy(np.ascontiguousarray(array.astype(np.float32) / depth_max))
+        if cfg["value_range"] is not None:
+            low, high = cfg["value_range"]
+            setting = f"value_range=[{low:g}, {high:g}]"
         elif np.issubdtype(array.dtype, np.integer):
-            if array.size and (array.min() < 0 or array.max() > 255):
-                raise ValueError(
-                    f"{where}: integer pixels outside 0..255 ({array.min()}..{array.max()}); set value_range"
-                )
-            scaled = array.astype(np.float32) / 255.0
+            (low, high), setting = (0.0, 255.0), "0..255 for integer pixels without value_range"
         else:
-            scaled = array.astype(np.float32)
-            if not np.isfinite(scaled).all():
-                raise ValueError(f"{where}: the image contains NaN or infinite values")
-            if scaled.size and (scaled.min() < -1e-3 or scaled.max() > 1 + 1e-3):
-                raise ValueError(
-                    f"{where}: float pixels must lie in [0, 1] (got {scaled.min():.3g}..{scaled.max():.3g}); "
-                    f"set value_range=[low, high] in the modality config"
-                )
-            scaled = np.clip(scaled, 0.0, 1.0)
-        return torch.from_numpy(np.ascontiguousarray(scaled))
+            (low, high), setting = (0.0, 1.0), "[0, 1] for float pixels without value_range"
+        scaled = (array.astype(np.float32) - low) / (high - low)
+        if float(scaled.min()) < -_OUT_OF_RANGE_TOLERANCE or float(scaled.max()) > 1 + _OUT_OF_RANGE_TOLERANCE:
+            if high <= 1 and 0 <= array.min() and array.max() <= 255:  # 8-bit levels in a wider dtype
+                hint = "; give 8-bit pixels as uint8 (or a PIL image / file), which is scaled by 255"
+            else:
+                hint = "; set value_range=[low, high] in the modality config to the range of the data"
+            raise ValueError(
+                f"{where}: {array.dtype} pixels outside the expected range ({setting}): got "
+                f"{array.min():.6g}..{array.max():.6g}{hint}"
+            )
+        return torch.from_numpy(np.ascontiguousarray(np.clip(scaled, 0.0, 1.0)))
 
     @staticmethod
     def _unit_float(image: torch.Tensor) -> torch.Tensor:
@@ -957,7 +1098,7 @@ class DIMMLProcessor(FeatureExtractionMixin):
             names = sorted(n for n in os.listdir(value) if n.lower().endswith(_IMAGE_EXTENSIONS))
             return [os.path.join(value, n) for n in names]
         if _is_array(value) or _numeric_depth(value) is not None:
-            array = _to_numpy(value)
+            array = _numeric_array(value, "a frame array (N, H, W[, C])", where=where)
             if array.ndim == 3 and cfg["channels"] != 1:
                 raise ValueError(
                     f"{where}: a 3-D frame array is (N, H, W) and needs channels=1, got shape {array.shape}"

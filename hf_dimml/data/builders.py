@@ -34,7 +34,8 @@ validation, never on test).
 
 Bad data raises an error that names the file, clip or column: missing split lists or data
 folders, labels outside the label set, malformed lines, a clip listed in two splits. Problems
-with a single clip (missing or unreadable file, too few frames) raise too with
+with a single clip (a missing file; a file that cannot be read or decoded, whatever the decoder raises, including
+an implausible WAV header; too few frames) raise too with
 ``on_missing="error"``; with ``on_missing="skip"`` (the default where the community routinely
 has missing clips: AVE, Kinetics-Sounds) the clip is left out, counted, listed in the recipe and
 reported in a warning at the end.
@@ -50,6 +51,7 @@ import logging
 import os
 import re
 import shutil
+import struct
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -64,6 +66,7 @@ from tqdm.auto import tqdm
 
 from hf_dimml.processing_dimml import (
     DIMMLProcessor,
+    audio_read_seconds,
     compute_audio_spectrogram,
     read_wav,
     resolve_modality_config,
@@ -273,6 +276,23 @@ def _shrink_encoded(data: bytes, max_short_side: int) -> bytes:
     return buffer.getvalue()
 
 
+#: What reading and decoding one file can raise. Decoders do not keep to ValueError / OSError: PIL raises
+#: SyntaxError, EOFError, struct.error, DecompressionBombError (and MemoryError on a huge claimed size), numpy
+#: ValueError or MemoryError. Each of them is about that one file, so a build counts it as a skip (or names the file
+#: in its error) instead of stopping; an interrupt or a bug in the build loop itself is not caught here.
+_FILE_READ_ERRORS = (
+    ValueError, OSError, SyntaxError, EOFError, struct.error, MemoryError, Image.DecompressionBombError
+)
+
+
+def _read_error(path: Path, err: BaseException) -> str:
+    """The reason a file could not be read, naming it once (most of our own messages already do)."""
+    message = str(err) or type(err).__name__
+    if isinstance(err, (ValueError, OSError)) and str(path) in message:
+        return message
+    return f"cannot read {path}: {type(err).__name__}: {message}"
+
+
 class _ClipProblem(Exception):
     """A problem confined to one clip: an error, or a skip with ``on_missing="skip"``."""
 
@@ -367,13 +387,16 @@ class _RowMaker:
             if self.max_short_side is not None:
                 data = _shrink_encoded(data, self.max_short_side)
             return {"bytes": data, "path": self._relative(path)}
-        except (ValueError, OSError) as err:
-            raise _ClipProblem(f"clip {clip!r}: {err}") from err
+        except _FILE_READ_ERRORS as err:
+            raise _ClipProblem(f"clip {clip!r}: {_read_error(path, err)}") from err
 
     def _frame_files(self, directory: Path, clip: str, cfg: Mapping[str, Any]) -> list[Path]:
         if not directory.is_dir():
             raise _ClipProblem(f"clip {clip!r}: missing frame directory {directory}", missing_file=True)
-        files = _image_files(directory)
+        try:
+            files = _image_files(directory)
+        except OSError as err:  # unreadable directory (permissions, a network drive gone)
+            raise _ClipProblem(f"clip {clip!r}: cannot list frame directory {directory}: {err}") from err
         if len(files) < cfg["num_frames"]:
             raise _ClipProblem(
                 f"clip {clip!r}: {directory} has {len(files)} frame(s), fewer than num_frames={cfg['num_frames']} "
@@ -390,10 +413,11 @@ class _RowMaker:
                 if not Path(location).is_file():
                     raise _ClipProblem(f"clip {clip_id!r}: missing audio file {location}", missing_file=True)
                 try:
-                    waveform, rate = read_wav(location)
+                    # Only what the recipe uses is read: a long or mislabelled file costs no more than a good one.
+                    waveform, rate = read_wav(location, max_seconds=audio_read_seconds(cfg))
                     row[name] = compute_audio_spectrogram(waveform, rate, cfg)
-                except ValueError as err:
-                    raise _ClipProblem(f"clip {clip_id!r}: {err}") from err
+                except _FILE_READ_ERRORS as err:
+                    raise _ClipProblem(f"clip {clip_id!r}: {_read_error(Path(location), err)}") from err
             elif source == "frames":
                 files = _uniform_subset(self._frame_files(Path(location), clip_id, cfg), self.max_frames)
                 row[name] = [self._encoded(path, clip_id) for path in files]
