@@ -16,7 +16,10 @@ Summary schema (keys other than ``method`` are optional)::
                          "final": {"epoch": 38, "stage": 2, "validation_accuracy": 0.95}},
      "metrics": {"test": {"accuracy": 0.9, "macro_f1": 0.89, "accuracy_audio": 0.85, "accuracy_fusion": 0.88,
                           "subset_accuracy": {"audio": 0.85, "audio+image": 0.9}}, "validation": {...}},
-     "plot": "training_curves.png", "repo_id": "user/name"}
+     "plot": "training_curves.png", "contribution_plot": "modality_contribution.png", "repo_id": "user/name"}
+
+    Each split's metrics may hold ``modality_shapley``: each modality's Shapley value on accuracy
+    (:func:`hf_dimml.metrics.modality_shapley_values`).
 """
 
 from __future__ import annotations
@@ -351,10 +354,23 @@ def _model_selection_section(summary: Mapping[str, Any]) -> dict[str, Any] | Non
     return {"text": text, "rows": rows}
 
 
+def _contribution_section(summary: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Rows of the card's "Modality contribution" table: each modality's Shapley value on test accuracy."""
+    test = (summary.get("metrics") or {}).get("test") or {}
+    shapley = test.get("modality_shapley") or {}
+    total = sum(value for value in shapley.values() if _is_number(value))
+    return [
+        {"modality": f"`{name}`", "value": f"{100 * value:+.2f}",
+         "share": f"{100 * value / total:.0f} %" if total > 0 else "-"}
+        for name, value in shapley.items() if _is_number(value)
+    ]
+
+
 def build_model_card(
     summary: Mapping[str, Any],
     plot_path: str | None = None,
     *,
+    contribution_plot_path: str | None = None,
     repo_id: str | None = None,
     template_path: str | os.PathLike[str] | None = None,
 ) -> ModelCard:
@@ -365,6 +381,8 @@ def build_model_card(
         plot_path: the training-curves image, relative to the repo root (e.g. ``"training_curves.png"``);
             ``None`` leaves the plot section out. An absolute path is reduced to its file name, which
             is where :func:`hf_dimml.hub.push_to_hub` uploads it.
+        contribution_plot_path: the bar plot of each modality's contribution, relative to the repo root (e.g.
+            ``"modality_contribution.png"``); ``None`` leaves the plot out (the table stays).
         repo_id: the Hub repo the card is for (used in the loading snippet and as ``model_name``);
             defaults to ``summary["repo_id"]``.
         template_path: a Jinja template to use instead of :func:`find_model_card_template`.
@@ -451,6 +469,8 @@ def build_model_card(
         seed=training.get("seed", "?"),
         result_splits=result_splits,
         model_selection=_model_selection_section(summary),
+        contribution=_contribution_section(summary),
+        contribution_plot_path=os.path.basename(contribution_plot_path) if contribution_plot_path else None,
         supports_missing_modalities=any(r["subsets"] for r in result_splits) and len(modalities) > 1,
         plot_path=plot_path,
         method_citation=CITATIONS.get(method, ""),
@@ -468,15 +488,19 @@ def write_model_card(
 ) -> Path:
     """Write ``<output_dir>/README.md`` from ``<output_dir>/training_summary.json`` and return its path.
 
-    The plot named by ``summary["plot"]`` is embedded only if that file exists in ``output_dir``.
+    The plots named by ``summary["plot"]`` and ``summary["contribution_plot"]`` are embedded only if those files
+    exist in ``output_dir``.
     Only ``README.md`` is written, atomically (temporary file + ``os.replace``) so an interrupted
     write never leaves a truncated card, and only when its content changes.
     """
     folder = Path(output_dir)
     summary = load_training_summary(folder)
-    plot = summary.get("plot")
-    plot_path = plot if isinstance(plot, str) and (folder / plot).is_file() else None
-    card = build_model_card(summary, plot_path, repo_id=repo_id, template_path=template_path)
+    plot_path, contribution_plot_path = (
+        name if isinstance(name, str) and (folder / name).is_file() else None
+        for name in (summary.get("plot"), summary.get("contribution_plot"))
+    )
+    card = build_model_card(summary, plot_path, contribution_plot_path=contribution_plot_path, repo_id=repo_id,
+                            template_path=template_path)
     readme = folder / "README.md"
     content = str(card)
     if not content.endswith("\n"):

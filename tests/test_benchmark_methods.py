@@ -55,12 +55,15 @@ def test_quick_benchmark_writes_csv_with_one_row_per_method_and_seed(quick_run):
         assert 100 < float(row["peak_rss_mib"]) < 64 * 1024
         # Ten classes: the probe on a frozen, briefly trained encoder is still far above chance for image.
         assert float(row["probe_accuracy_image"]) > 0.2
+        # Shapley values on accuracy add up to the full accuracy minus chance (10 classes).
+        shapley = float(row["shapley_audio"]) + float(row["shapley_image"])
+        assert abs(shapley - (float(row["subset_accuracy_audio+image"]) - 0.1)) < 1e-5  # CSV rounding
 
 
 def test_quick_benchmark_writes_markdown_table_and_setup(quick_run):
     text = (quick_run / "results.md").read_text()
     header = ("| method | accuracy | macro-F1 | audio (method) | image (method) | audio (probe) | image (probe) "
-              "| train s | wall s | CPU s | peak RSS MiB |")
+              "| audio (Shapley) | image (Shapley) | train s | wall s | CPU s | peak RSS MiB |")
     assert header in text
     table_rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert any(line.startswith("| `joint` |") for line in table_rows)

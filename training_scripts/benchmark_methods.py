@@ -279,6 +279,13 @@ def result_row(method: str, seed: int, summary: dict[str, Any], probe: dict[str,
         row[f"probe_accuracy_{name}"] = probe.get(name)
     for subset in summary.get("subsets", []):
         row[f"subset_accuracy_{subset}"] = test.get("subset_accuracy", {}).get(subset)
+    # Each modality's Shapley value on test accuracy, from the subset accuracies (also for runs recorded before
+    # train.py wrote it into the summary).
+    from hf_dimml.metrics import modality_shapley_values
+
+    shapley = modality_shapley_values(test.get("subset_accuracy", {}), names, len(summary["labels"]))
+    for name in names:
+        row[f"shapley_{name}"] = shapley[name]
     row["train_runtime_s"] = train_runtime
     row["wall_time_s"] = child["wall_time_s"]
     row["cpu_time_s"] = child.get("cpu_time_s")
@@ -393,6 +400,9 @@ def write_markdown(rows: list[dict[str, Any]], summaries: dict[tuple[str, int], 
         "- **<m> (probe)**: linear probe on the frozen encoder of m: `LogisticRegression(max_iter=2000)` on "
         "standardized train-split features, test accuracy. How much that encoder learned, comparable across "
         "methods.",
+        "- **<m> (Shapley)**: m's Shapley value on test accuracy over the modality subsets (accuracy points; the "
+        "empty subset is chance): how much the method's prediction relies on m. The values sum to the accuracy "
+        "minus chance.",
         "- **train s**: the Trainer's `train_runtime` (wall clock); **wall s**: the whole child process (startup, "
         "data, training, evaluation, saving); **CPU s**: user + system CPU time of the child process, less sensitive "
         "than wall time to other load on a shared machine (though not immune: torch's threads spin while they wait "
@@ -400,7 +410,7 @@ def write_markdown(rows: list[dict[str, Any]], summaries: dict[tuple[str, int], 
         "",
     ]
     header = ["method", "accuracy", "macro-F1", *[f"{n} (method)" for n in names], *[f"{n} (probe)" for n in names],
-              "train s", "wall s", "CPU s", "peak RSS MiB"]
+              *[f"{n} (Shapley)" for n in names], "train s", "wall s", "CPU s", "peak RSS MiB"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, method_rows in by_method.items():
         if not method_rows:
@@ -409,6 +419,7 @@ def write_markdown(rows: list[dict[str, Any]], summaries: dict[tuple[str, int], 
                  format_cell([r["macro_f1"] for r in method_rows])]
         cells += [format_cell([r.get(f"accuracy_{n}") for r in method_rows]) for n in names]
         cells += [format_cell([r.get(f"probe_accuracy_{n}") for r in method_rows]) for n in names]
+        cells += [format_cell([r.get(f"shapley_{n}") for r in method_rows]) for n in names]
         cells += [format_timing([r.get(key) for r in method_rows])
                   for key in ("train_runtime_s", "wall_time_s", "cpu_time_s", "peak_rss_mib")]
         lines.append("| " + " | ".join(cells) + " |")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MULTIMODAL_ACCURACY_PATH", "load_multimodal_metric"]
+from .shapley import modality_shapley_values
+
+__all__ = ["MULTIMODAL_ACCURACY_PATH", "load_multimodal_metric", "modality_shapley_values"]
 
 #: Directory of the ``multimodal_accuracy`` evaluate module (holds ``multimodal_accuracy.py``).
 MULTIMODAL_ACCURACY_PATH: Path = Path(__file__).resolve().parent / "multimodal_accuracy"
