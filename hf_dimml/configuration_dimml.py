@@ -38,6 +38,50 @@ _AV_DIGITS_MODALITIES: list[dict[str, Any]] = [
 ]
 
 
+# What `encoder_kwargs` may hold: arguments that shape the architecture, and nothing else. A saved (or downloaded)
+# config reaches `timm.create_model` with them, so keys that make timm read files or fetch weights (`pretrained_cfg`,
+# `pretrained_cfg_overlay`, `checkpoint_path`, `cache_dir`, ...) are refused, as are values that name a file or a URL.
+MLP_ENCODER_KWARGS = frozenset({"hidden_sizes", "dropout"})
+TIMM_ENCODER_KWARGS = frozenset({
+    "act_layer", "attn_drop_rate", "avg_down", "base_width", "cardinality", "channels", "class_token", "depth",
+    "depths", "dims", "down_kernel_size", "drop_block_rate", "drop_path_rate", "drop_rate", "dynamic_img_pad",
+    "dynamic_img_size", "embed_dim", "embed_dims", "fc_norm", "global_pool", "img_size", "init_values", "layers",
+    "layer_scale_init_value", "mlp_ratio", "no_embed_class", "norm_layer", "num_heads", "output_stride",
+    "patch_size", "pos_drop_rate", "pos_embed", "proj_drop_rate", "qk_norm", "qkv_bias", "reg_tokens", "stem_type",
+    "stem_width", "width_multiplier", "window_size", "zero_init_last",
+})  # fmt: skip
+
+
+def _names_a_file_or_url(value: Any) -> bool:
+    if isinstance(value, str):
+        return "/" in value or "\\" in value or ":" in value or value.startswith(("~", "."))
+    return isinstance(value, (list, tuple)) and any(_names_a_file_or_url(item) for item in value)
+
+
+def _check_encoder_kwargs(name: str, encoder: str, kwargs: Any) -> None:
+    """Only architecture arguments (the allow-lists above), as plain numbers, booleans, names or lists of them."""
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"modality {name!r}: encoder_kwargs must be a mapping, got {kwargs!r}")
+    allowed = MLP_ENCODER_KWARGS if encoder == "mlp" else TIMM_ENCODER_KWARGS
+    refused = sorted(str(key) for key in kwargs if key not in allowed)
+    if refused:
+        raise ValueError(
+            f"modality {name!r}: encoder_kwargs {refused} refused: only architecture arguments are accepted for "
+            f"{'the mlp encoder' if encoder == 'mlp' else 'a timm encoder'} ({sorted(allowed)}); a config never makes "
+            "the encoder read files, fetch weights or reach URLs"
+        )
+    for key, value in kwargs.items():
+        scalar = (bool, int, float, str, type(None))
+        if not isinstance(value, scalar) and not (
+            isinstance(value, (list, tuple)) and all(isinstance(item, scalar) for item in value)
+        ):
+            raise ValueError(f"modality {name!r}: encoder_kwargs[{key!r}] must be a number, boolean, name or a list "
+                             f"of them, got {value!r}")
+        if _names_a_file_or_url(value):
+            raise ValueError(f"modality {name!r}: encoder_kwargs[{key!r}] = {value!r} names a file or URL, which a "
+                             "config may not do")
+
+
 def _is_timm_model(name: str) -> bool:
     # Inside try: transformers' trust_remote_code import check skips it, so MLP-only checkpoints load without timm.
     try:
@@ -64,7 +108,10 @@ class DIMMLConfig(PretrainedConfig):
               built with `pretrained=False`, `num_classes=0` and `in_chans=C`;
             - `input_shape` (`list[int]`): the shape of one sample, as above;
             - `encoder_kwargs` (`dict`, optional): extra keyword arguments for `timm.create_model`, or for the MLP
-              `{"hidden_sizes": [256, 256], "dropout": 0.0}`.
+              `{"hidden_sizes": [256, 256], "dropout": 0.0}`. Architecture arguments only (`MLP_ENCODER_KWARGS`,
+              `TIMM_ENCODER_KWARGS`, e.g. `drop_path_rate`, `zero_init_last`), as numbers, booleans, names or lists
+              of them: anything that would make building the model read a file or reach a URL (`pretrained_cfg`,
+              `checkpoint_path`, a path or URL as a value) is refused, also when loading a saved config.
 
             Defaults to the embedded `av_digits` dataset (audio MFCCs 1x13x20 and 8x8 images, MLP encoders).
         hidden_size (`int`, *optional*, defaults to 128):
@@ -179,7 +226,8 @@ class DIMMLConfig(PretrainedConfig):
             "encoder": spec.get("encoder", "mlp"),
             "input_shape": list(spec["input_shape"]) if isinstance(spec["input_shape"], (list, tuple)) else spec[
                 "input_shape"],
-            "encoder_kwargs": dict(spec.get("encoder_kwargs") or {}),
+            "encoder_kwargs": dict(spec["encoder_kwargs"]) if isinstance(spec.get("encoder_kwargs"), dict) else (
+                spec.get("encoder_kwargs") or {}),
         }
 
     def _validate(self) -> None:
@@ -234,6 +282,7 @@ class DIMMLConfig(PretrainedConfig):
             )
         if not isinstance(encoder, str) or not encoder:
             raise ValueError(f"modality {name!r}: encoder must be 'mlp' or a timm model name, got {encoder!r}")
+        _check_encoder_kwargs(name, encoder, spec["encoder_kwargs"])
         if encoder != "mlp":
             if kind == "vector":
                 raise ValueError(f"modality {name!r}: vector inputs take the 'mlp' encoder, got {encoder!r}")

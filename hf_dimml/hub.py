@@ -20,7 +20,10 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
@@ -31,6 +34,7 @@ from .model_card import SUMMARY_FILENAME, write_model_card
 
 __all__ = [
     "DEFAULT_COMMIT_MESSAGE",
+    "PushOutcomeUnknownError",
     "push_to_hub",
     "select_files_to_upload",
 ]
@@ -65,9 +69,8 @@ _LOGIN_HELP = (
 )
 
 
-def _card_image_references(readme: Path) -> list[str]:
-    """Relative image paths the card embeds (URLs and absolute paths are not ours to upload)."""
-    text = readme.read_text(encoding="utf-8")
+def _card_image_references(text: str) -> list[str]:
+    """Relative image paths the card ``text`` embeds (URLs and absolute paths are not ours to upload)."""
     references = []
     for match in _IMAGE_REFERENCE.finditer(text):
         reference = (match.group(1) or match.group(2)).split("#")[0].split("?")[0]
@@ -102,8 +105,13 @@ def _top_level_files(folder: Path) -> set[str]:
     return {entry.name for entry in folder.iterdir() if entry.is_file()}
 
 
-def select_files_to_upload(output_dir: str | Path) -> list[str]:
+def select_files_to_upload(output_dir: str | Path, card: str | None = None) -> list[str]:
     """The files of ``output_dir`` that :func:`push_to_hub` uploads, as sorted relative paths.
+
+    Args:
+        output_dir: the trained output folder.
+        card: the text of a model card that will be uploaded as ``README.md`` instead of the folder's own (its
+            images are then the ones uploaded); ``None`` reads the folder's ``README.md``, if any.
 
     Raises:
         FileNotFoundError: no ``config.json`` or no safetensors weights, or a shard listed in the
@@ -116,9 +124,11 @@ def select_files_to_upload(output_dir: str | Path) -> list[str]:
     # The remote code save_pretrained copied: configuration_*, modeling_*, processing_* and their
     # relative imports, all top-level `.py` files.
     selected |= {name for name in names if name.endswith(".py")}
-    if "README.md" in names:
+    if card is None and "README.md" in names:
+        card = (folder / "README.md").read_text(encoding="utf-8")
+    if card is not None:
         selected.add("README.md")
-        for reference in _card_image_references(folder / "README.md"):
+        for reference in _card_image_references(card):
             path = folder / reference
             if reference.lower().endswith(_IMAGE_SUFFIXES) and path.is_file() and ".." not in Path(reference).parts:
                 selected.add(reference)
@@ -151,6 +161,11 @@ def _warn_about_remote_code(folder: Path, names: set[str]) -> None:
                 module = target.rsplit(".", 1)[0] + ".py"
                 if module not in names:
                     logger.warning("config.json auto_map names %s, but %s is not in %s", target, module, folder)
+
+
+class PushOutcomeUnknownError(ConnectionError):
+    """The connection was lost after the commit request was sent and the Hub could not be asked whether it
+    applied it: the push may or may not have happened. The message says how to check."""
 
 
 def _network_error_types() -> tuple[type[BaseException], ...]:
@@ -212,11 +227,16 @@ def push_to_hub(
     """Upload a trained hf_dimml output folder to a Hub model repo; return the commit URL.
 
     The repo is created if needed (``exist_ok``). With ``write_card`` and a
-    ``training_summary.json`` in the folder, ``README.md`` is (re)generated first: this is the only
-    file written locally, and only after the token and the endpoint have been checked, so a failed
-    push leaves the folder untouched. A second push to the same repo makes a new commit that
-    updates the files and deletes the ones an earlier push uploaded that are no longer part of the
-    checkpoint (e.g. old weight shards).
+    ``training_summary.json`` in the folder, the card is (re)generated and uploaded as ``README.md``;
+    the local ``README.md`` is rewritten with it only once the commit exists (the only file written
+    locally), so a push that fails or is interrupted leaves the folder byte-identical. A second push
+    to the same repo makes a new commit that updates the files and deletes the ones an earlier push
+    uploaded that are no longer part of the checkpoint (e.g. old weight shards); a push whose files
+    are all on the Hub already makes no commit.
+
+    If the connection is lost after the commit request was sent, the Hub is asked whether the commit
+    was made: if it was, the push counts as done; if the Hub cannot be asked,
+    :class:`PushOutcomeUnknownError` says so and how to check.
 
     Args:
         output_dir: the folder ``save_pretrained`` / the training script wrote.
@@ -228,9 +248,13 @@ def push_to_hub(
 
     Raises:
         ValueError: no token found (nothing is sent and nothing written).
-        ConnectionError: the endpoint cannot be reached.
+        ConnectionError: the endpoint cannot be reached, or the connection was lost before the commit
+            was made (nothing was pushed).
+        PushOutcomeUnknownError: (a ``ConnectionError``) the connection was lost after the commit was
+            sent and whether the Hub applied it cannot be known now.
         PermissionError: the endpoint rejected the token or denied write access.
-        RuntimeError: offline mode (``HF_HUB_OFFLINE=1``) is on.
+        RuntimeError: offline mode (``HF_HUB_OFFLINE=1``) is on, or another commit reached the repo
+            while this push was being prepared.
         FileNotFoundError: the folder, its weights or its ``config.json`` are missing, or it has neither
             a ``README.md`` nor a ``training_summary.json`` to build one from.
     """
@@ -261,26 +285,35 @@ def push_to_hub(
         endpoint=resolved_endpoint, token=resolved_token, library_name="hf_dimml", library_version=library_version
     )
     network_errors = _network_error_types()
+    full_repo_id, head = repo_id, None
     try:
-        repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        full_repo_id = repo_url.repo_id
-        # Card first (it names the embedded images), then the file list.
-        if write_card and summary_exists:
-            write_model_card(folder, repo_id=full_repo_id)
-        files = select_files_to_upload(folder)
+        full_repo_id = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model").repo_id
+        # The card is built in memory and uploaded from there: the folder stays as it is until the commit exists.
+        card = _render_model_card(folder, full_repo_id) if write_card and summary_exists else None
+        files = select_files_to_upload(folder, card=card)
+        # The commit is made on top of this head (parent_commit), so that the deletions below are those of the
+        # files it holds and a concurrent commit makes this one fail instead of being merged blindly.
+        head = api.repo_info(full_repo_id, repo_type="model").sha
         remote_files = api.list_repo_files(full_repo_id, repo_type="model")
         operations: list[CommitOperationAdd | CommitOperationDelete] = [
             CommitOperationDelete(path_in_repo=path) for path in _stale_remote_files(remote_files, set(files))
         ]
-        operations += [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path)) for path in files]
-        commit = api.create_commit(full_repo_id, operations, commit_message=commit_message, repo_type="model")
+        for path in files:
+            source = card.encode("utf-8") if card is not None and path == "README.md" else str(folder / path)
+            operations.append(CommitOperationAdd(path_in_repo=path, path_or_fileobj=source))
+        commit_url = api.create_commit(
+            full_repo_id, operations, commit_message=commit_message, repo_type="model", parent_commit=head
+        ).commit_url
     except OfflineModeIsEnabled as error:
         raise RuntimeError(f"Cannot push to {resolved_endpoint}: offline mode is on; unset HF_HUB_OFFLINE") from error
     except network_errors as error:
-        raise ConnectionError(
-            f"Could not reach the Hugging Face Hub at {resolved_endpoint} ({type(error).__name__}: {error}). "
-            "Check the network connection and the HF_ENDPOINT / endpoint setting; nothing was uploaded."
-        ) from error
+        if head is None or not _commit_was_sent(error):  # head is read before the commit request is made
+            raise ConnectionError(
+                f"Could not reach the Hugging Face Hub at {resolved_endpoint} ({type(error).__name__}: {error}). "
+                "Check the network connection and the HF_ENDPOINT / endpoint setting; nothing was committed and "
+                f"{folder} is unchanged."
+            ) from error
+        commit_url = _find_lost_commit(api, full_repo_id, head, commit_message, folder, error)
     except HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else None
         if status in (401, 403):
@@ -288,6 +321,76 @@ def push_to_hub(
                 f"{resolved_endpoint} refused the push to {repo_id!r} (HTTP {status}): the token is invalid or "
                 f"lacks write access to that namespace. {_LOGIN_HELP}"
             ) from error
+        if status == 412:
+            raise RuntimeError(
+                f"{full_repo_id} received another commit while this push was being prepared; nothing was pushed "
+                f"and {folder} is unchanged: push again"
+            ) from error
         raise
-    logger.info("Pushed %s to %s: %s", folder, full_repo_id, commit.commit_url)
-    return commit.commit_url
+    if write_card and summary_exists:
+        # The commit exists: now the local card may follow (the same content, built again from the same summary).
+        try:
+            write_model_card(folder, repo_id=full_repo_id)
+        except OSError as error:
+            logger.warning("Pushed, but could not update %s/README.md: %s", folder, error)
+    logger.info("Pushed %s to %s: %s", folder, full_repo_id, commit_url)
+    return commit_url
+
+
+def _render_model_card(folder: Path, repo_id: str) -> str:
+    """The ``README.md`` that :func:`~hf_dimml.model_card.write_model_card` writes for ``folder``, written into a
+    temporary mirror of the folder's files instead, so that the folder stays untouched until the commit exists."""
+    with tempfile.TemporaryDirectory(prefix="hf_dimml_card_") as mirror:
+        for entry in folder.iterdir():
+            if entry.is_file() and entry.name != "README.md":
+                try:
+                    os.symlink(entry.resolve(), os.path.join(mirror, entry.name))
+                except OSError:  # no symlinks here (Windows without the privilege)
+                    shutil.copy2(entry, os.path.join(mirror, entry.name))
+        return write_model_card(mirror, repo_id=repo_id).read_text(encoding="utf-8")
+
+
+def _commit_was_sent(error: BaseException) -> bool:
+    """Whether a network error struck the commit request itself after it may have been sent (so it may have been
+    applied). A refused connection, or an error in an earlier request (repo creation, listing, upload), never is."""
+    if type(error).__name__ in ("ConnectError", "ConnectTimeout", "ConnectionRefusedError", "PoolTimeout"):
+        return False
+    try:
+        url = str(error.request.url)  # httpx errors carry the request; `.request` raises when it was never set
+    except (AttributeError, RuntimeError):
+        return True  # unknown request: assume the worst
+    return "/commit/" in url
+
+
+def _find_lost_commit(
+    api: HfApi, repo_id: str, head: str | None, commit_message: str, folder: Path, error: BaseException
+) -> str:
+    """After the connection was lost during the commit request: the commit's URL if the Hub has it, a
+    ``ConnectionError`` if it certainly has not, :class:`PushOutcomeUnknownError` if that cannot be known."""
+    try:
+        # repo_info first: one request, no retries with back-off (list_repo_commits waits ~20 s on a dead host).
+        sha = api.repo_info(repo_id, repo_type="model").sha
+        latest = api.list_repo_commits(repo_id, repo_type="model")[0] if sha != head else None
+    except Exception as check_error:  # the Hub is still unreachable (or answers errors): cannot tell
+        raise PushOutcomeUnknownError(
+            f"The connection to {api.endpoint} was lost after the commit to {repo_id} was sent "
+            f"({type(error).__name__}: {error}), and the Hub could not be asked since "
+            f"({type(check_error).__name__}): whether the commit was made is unknown. Check {api.endpoint}/{repo_id}"
+            f"/commits/main for a commit titled {commit_message!r} newer than {head}, or simply push again: a push "
+            f"whose files are already on the Hub makes no new commit. {folder} is unchanged (its README.md is "
+            "written only once the commit is known to exist)."
+        ) from error
+    if latest is not None and latest.commit_id == sha and latest.title == commit_message:
+        logger.warning("The connection was lost after the commit was sent; the Hub has it: %s", latest.commit_id)
+        return f"{api.endpoint}/{repo_id}/commit/{latest.commit_id}"
+    if latest is None:
+        raise ConnectionError(
+            f"The connection to {api.endpoint} was lost during the commit to {repo_id} "
+            f"({type(error).__name__}: {error}); the Hub's main branch is still at {head}, so nothing was "
+            f"committed and {folder} is unchanged: push again"
+        ) from error
+    raise PushOutcomeUnknownError(
+        f"The connection to {api.endpoint} was lost during the commit to {repo_id} ({type(error).__name__}: "
+        f"{error}), and the newest commit there is {sha} ({latest.title!r}), not this push's: "
+        f"check {api.endpoint}/{repo_id}/commits/main, then push again if needed. {folder} is unchanged."
+    ) from error

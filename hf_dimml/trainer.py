@@ -27,6 +27,7 @@ from torch import nn
 from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArguments
 from transformers.optimization import get_scheduler
 
+from .checkpointing import AtomicCheckpointMixin
 from .losses import (
     dimml_stage1_loss,
     dmrnet_loss,
@@ -129,7 +130,7 @@ class _StageCallback(TrainerCallback):
         return control
 
 
-class DIMMLTrainer(Trainer):
+class DIMMLTrainer(AtomicCheckpointMixin, Trainer):
     """
     Trains a [`DIMMLForMultimodalClassification`] with its `config.method`: DI-MML (DESIGN §2, described below) or,
     with the same data, evaluation and logging, one of the methods it is compared with (one stage each,

@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from huggingface_hub.utils import get_session
 from safetensors.torch import save_file
 
-from hf_dimml.hub import push_to_hub, select_files_to_upload
+from hf_dimml.hub import PushOutcomeUnknownError, push_to_hub, select_files_to_upload
 from hf_dimml.model_card import build_model_card, find_model_card_template, load_training_summary, write_model_card
 
 REPO_ID = "hf-dimml-tester/tiny-dimml"
@@ -345,3 +347,78 @@ def test_subprocess_downloads_through_the_server(hub, output_dir, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == json.loads((output_dir / "config.json").read_text())
+
+
+def _interrupt_commits(monkeypatch, hub: HubServer, *, store: bool, stop: bool) -> None:
+    """Make the server's commit endpoint drop the connection without an answer: after storing the commit or not,
+    and stopping the whole server (nothing answers afterwards) or not."""
+    import hub_server
+
+    original = hub_server._HubRequestHandler._commit
+    original = getattr(original, "original", original)  # not an earlier interruption
+
+    def interrupted(handler, repo_type, repo_id, revision, body):
+        if store:
+            handler._send_json = lambda *args, **kwargs: None  # the commit is made, its answer never sent
+            original(handler, repo_type, repo_id, revision, body)
+        handler.close_connection = True
+        if stop:
+            # Stopping waits for the serving loop, which is not this handler's thread: no deadlock.
+            thread = threading.Thread(target=hub.stop)
+            thread.start()
+            thread.join(timeout=10)
+        handler.connection.shutdown(socket.SHUT_RDWR)
+
+    interrupted.original = original
+    monkeypatch.setattr(hub_server._HubRequestHandler, "_commit", interrupted)
+
+
+@pytest.mark.parametrize("store", [True, False], ids=["stored", "not-stored"])
+def test_push_interrupted_mid_commit_leaves_folder_identical_and_says_outcome_unknown(
+    hub, output_dir, monkeypatch, store
+):
+    (output_dir / "README.md").write_text("# my hand-written notes\n")  # what a failed push must not overwrite
+    before = folder_digest(output_dir)
+    _interrupt_commits(monkeypatch, hub, store=store, stop=True)
+
+    with pytest.raises(PushOutcomeUnknownError, match="unknown") as error:
+        push_to_hub(output_dir, REPO_ID, token=hub.token)
+
+    assert isinstance(error.value, ConnectionError)  # callers catching ConnectionError still catch it
+    message = str(error.value)
+    assert f"{REPO_ID}/commits/main" in message and "push again" in message and "nothing was" not in message
+    assert folder_digest(output_dir) == before  # byte-identical, README.md included
+    assert [c.title for c in hub.commits(REPO_ID)][-1] == ("Upload hf_dimml model" if store else "initial commit")
+
+
+def test_push_whose_commit_answer_is_lost_asks_the_hub(hub, output_dir, monkeypatch):
+    before = folder_digest(output_dir)
+    _interrupt_commits(monkeypatch, hub, store=False, stop=False)
+    with pytest.raises(ConnectionError, match="nothing was committed") as error:
+        push_to_hub(output_dir, REPO_ID, token=hub.token)
+    assert not isinstance(error.value, PushOutcomeUnknownError)
+    assert folder_digest(output_dir) == before and len(hub.commits(REPO_ID)) == 1
+
+    # The commit is made but its answer lost; the Hub still answers: the push is done, the card written after it.
+    _interrupt_commits(monkeypatch, hub, store=True, stop=False)
+    commit_url = push_to_hub(output_dir, REPO_ID, token=hub.token)
+    assert commit_url.endswith(hub.commits(REPO_ID)[-1].oid)
+    assert (output_dir / "README.md").read_bytes() == hub.files(REPO_ID)["README.md"]
+    assert {k: v for k, v in folder_digest(output_dir).items() if k != "README.md"} == before
+
+
+def test_push_script_exits_3_when_the_outcome_is_unknown(hub, output_dir, monkeypatch, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "push_to_hub_cli_unknown", Path(__file__).resolve().parents[1] / "training_scripts" / "push_to_hub.py"
+    )
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    before = folder_digest(output_dir)
+    _interrupt_commits(monkeypatch, hub, store=True, stop=True)
+
+    assert cli.main(["--output_dir", str(output_dir), "--repo_id", REPO_ID]) == 3
+    assert "may or may not have happened" in capsys.readouterr().err
+    assert folder_digest(output_dir) == before

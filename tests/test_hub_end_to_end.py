@@ -47,6 +47,7 @@ USER_FILES = {
     "README.md",
     "config.json",
     "configuration_dimml.py",
+    "modality_contribution.png",
     "model.safetensors",
     "modeling_dimml.py",
     "preprocessor_config.json",
@@ -349,7 +350,12 @@ def test_push_script_updates_the_repo_after_retraining_and_editing_the_card(serv
     first = trained.commits[-1]
     folder = tmp_path / "output"  # the trained folder, retrained in place (a copy: other tests keep the first run)
     shutil.copytree(trained.output, folder)
-    check(run_python([TRAIN_SCRIPT, CONFIG, "--output_dir", folder, *TINY_RUN, "--seed", "1"], trained.env, ROOT))
+    # Retraining into a folder that holds a run takes --overwrite_output_dir (without it, train.py refuses).
+    refused = run_python([TRAIN_SCRIPT, CONFIG, "--output_dir", folder, *TINY_RUN, "--seed", "1"], trained.env, ROOT)
+    assert refused.returncode != 0 and "--overwrite_output_dir true" in refused.stderr
+    assert folder_digest(folder) == trained.digest
+    check(run_python([TRAIN_SCRIPT, CONFIG, "--output_dir", folder, *TINY_RUN, "--seed", "1",
+                      "--overwrite_output_dir", "true"], trained.env, ROOT))
     summary = json.loads((folder / "training_summary.json").read_text())
     assert summary["training"]["seed"] == 1 and summary["repo_id"] is None
     assert (folder / "model.safetensors").read_bytes() != first.files["model.safetensors"].data
@@ -446,3 +452,27 @@ def test_push_script_fails_clearly_and_leaves_the_folder_intact(server, trained,
     assert cli.main(["--output_dir", str(folder), "--dry_run"]) == 0
     assert set(capsys.readouterr().out.split()) == USER_FILES
     assert folder_digest(folder) == before
+
+
+def test_a_downloaded_config_cannot_make_model_construction_read_files(server, trained, tmp_path):
+    # A repo whose config asks timm to read a local file: loading it with hf_dimml installed is refused up front.
+    config = json.loads((trained.output / "config.json").read_text())
+    config["modalities"][1].update(encoder="resnet18", encoder_kwargs={
+        "pretrained_cfg_overlay": {"file": str(tmp_path / "secret.pth")}, "drop_rate": 0.1})
+    from hf_dimml import DIMMLConfig
+
+    with pytest.MonkeyPatch.context() as patch:
+        server.patch_client(patch)
+        from huggingface_hub import HfApi
+
+        api = HfApi(endpoint=server.endpoint, token=server.token)
+        api.create_repo("tester/file-reading-config")
+        api.upload_file(path_or_fileobj=json.dumps(config).encode(), path_in_repo="config.json",
+                        repo_id="tester/file-reading-config")
+        with pytest.raises(ValueError, match=r"encoder_kwargs \['pretrained_cfg_overlay'\] refused"):
+            DIMMLConfig.from_pretrained("tester/file-reading-config", cache_dir=tmp_path / "cache")
+        config["modalities"][1]["encoder_kwargs"] = {"act_layer": "https://example.com/layer.py"}
+        api.upload_file(path_or_fileobj=json.dumps(config).encode(), path_in_repo="config.json",
+                        repo_id="tester/file-reading-config")
+        with pytest.raises(ValueError, match="names a file or URL"):
+            DIMMLConfig.from_pretrained("tester/file-reading-config", cache_dir=tmp_path / "cache2")

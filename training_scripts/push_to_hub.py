@@ -11,7 +11,9 @@ https://huggingface.co). Uploaded: the weights (safetensors), config.json, the p
 training_args.bin, checkpoint-*/ or runs/. The card is regenerated from training_summary.json (so that its
 snippet names the repo) unless --keep_card is given, which uploads README.md as it is (e.g. after editing it).
 Pushing again to the same repo makes a new commit. Exit status: 0 on success, 1 when the push fails (the reason is
-printed; the local folder is left as it was), 2 on bad arguments.
+printed; the local folder is left as it was, byte for byte), 2 on bad arguments, 3 when the connection was lost after
+the commit was sent and the Hub could not be asked whether it made it (the message says how to check; pushing again is
+safe: files already on the Hub make no new commit).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("hf_dimml").setLevel(logging.INFO)  # our progress lines; not every HTTP request
     from huggingface_hub.errors import HfHubHTTPError
 
-    from hf_dimml.hub import DEFAULT_COMMIT_MESSAGE, push_to_hub, select_files_to_upload
+    from hf_dimml.hub import DEFAULT_COMMIT_MESSAGE, PushOutcomeUnknownError, push_to_hub, select_files_to_upload
 
     target = args.repo_id or "the Hub"
     try:
@@ -67,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             commit_message=args.commit_message or DEFAULT_COMMIT_MESSAGE,
             write_card=not args.keep_card,
         )
+    except PushOutcomeUnknownError as error:
+        print(f"error: the push of {args.output_dir} to {target} may or may not have happened: {error}",
+              file=sys.stderr)
+        return 3
     except (ValueError, ConnectionError, PermissionError, FileNotFoundError, RuntimeError, HfHubHTTPError) as error:
         # The expected failures (no token, Hub unreachable, token refused, offline mode, incomplete folder, an error
         # answer of the Hub): one clear line, no traceback. Anything else is a bug and keeps its traceback.

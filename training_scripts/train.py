@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ import yaml
 from transformers import HfArgumentParser, set_seed
 
 from hf_dimml import DIMMLConfig, DIMMLForMultimodalClassification
+from hf_dimml.checkpointing import prepare_output_dir, resolve_resume_checkpoint
 from hf_dimml.data import MultimodalDataCollator
 from hf_dimml.data.presets import DatasetPreset, prepare_dataset
 from hf_dimml.processing_dimml import DIMMLProcessor
@@ -143,9 +145,23 @@ def _pairs(value: Any, name: str, split_values: bool) -> dict[str, Any] | None:
     return result
 
 
+@dataclass
+class RunArguments:
+    """How the run treats an output folder that already holds a run (`--resume_from_checkpoint` continues it)."""
+
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "Delete the files of the run --output_dir holds (checkpoints, weights, trainer state, summary, card) "
+                "and start afresh; without it (or --resume_from_checkpoint) such a folder is refused."})
+
+
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, DIMMLTrainingArguments]:
     """CLI flags, optionally after a YAML/JSON file whose keys are the same flags (CLI flags override the file)."""
-    parser = HfArgumentParser((ModelArguments, DataArguments, DIMMLTrainingArguments))
+    return parse_all_arguments(argv)[:3]
+
+
+def parse_all_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, DIMMLTrainingArguments, RunArguments]:
+    """`parse_arguments` plus the `RunArguments`."""
+    parser = HfArgumentParser((ModelArguments, DataArguments, DIMMLTrainingArguments, RunArguments))
     file_args: list[str] = []
     if argv and argv[0].endswith((".yaml", ".yml", ".json")):
         path = Path(argv.pop(0))
@@ -302,9 +318,65 @@ def strip_prefix(metrics: dict[str, float], prefix: str) -> dict[str, Any]:
     return result
 
 
+def launcher_command_line() -> list[str]:
+    """The command line of the process that started this one (Linux; empty elsewhere)."""
+    try:
+        return Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []
+
+
+def requested_processes(launcher: list[str]) -> int | None:
+    """How many processes an `accelerate launch` command line asks for (`--num_processes`, else its config file's
+    `num_processes`); None for any other launcher."""
+    if "launch" not in " ".join(launcher) or not any("accelerate" in part for part in launcher[:3]):
+        return None
+    values = {}
+    for index, part in enumerate(launcher):
+        key, sep, value = part.partition("=")
+        if key in ("--num_processes", "--config_file"):
+            values[key] = value if sep else (launcher[index + 1] if index + 1 < len(launcher) else "")
+    try:
+        if "--num_processes" in values:
+            return int(values["--num_processes"])
+        if "--config_file" in values:
+            return int((yaml.safe_load(Path(values["--config_file"]).read_text()) or {}).get("num_processes") or 1)
+    except (OSError, ValueError, yaml.YAMLError, AttributeError):
+        pass
+    return None
+
+
+def fewer_processes_warning(world_size: int, launcher: list[str], script_argv: list[str]) -> str | None:
+    """A warning with the command that works when `accelerate launch` asked for more processes than started (with
+    `--num_processes N` but no multi-process mode, e.g. `--cpu`, it silently starts one; DESIGN §7)."""
+    asked = requested_processes(launcher)
+    if asked is None or asked <= world_size:
+        return None
+    command = shlex.join(script_argv)
+    prefix = "" if has_accelerator() else "OMP_NUM_THREADS=1 "
+    return (
+        f"`accelerate launch` was asked for {asked} processes but started {world_size}: this run trains alone. "
+        f"Stop it and start {asked} processes with\n    {prefix}accelerate launch --multi_gpu --num_processes {asked} "
+        f"--num_machines 1 --mixed_precision no --dynamo_backend no {command}\nor\n    {prefix}torchrun --standalone "
+        f"--nproc_per_node {asked} {command}"
+    )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    model_args, data_args, training_args = parse_arguments(list(sys.argv[1:] if argv is None else argv))
+    script_argv = list(sys.argv[1:] if argv is None else argv)
+    model_args, data_args, training_args, run_args = parse_all_arguments(list(script_argv))
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    warning = fewer_processes_warning(training_args.world_size, launcher_command_line(), [sys.argv[0], *script_argv])
+    if warning:
+        logger.warning(warning)
+    # `true` / `last`: the last complete checkpoint of output_dir (the Trainer itself only takes a path).
+    training_args.resume_from_checkpoint = resolve_resume_checkpoint(
+        training_args.resume_from_checkpoint, training_args.output_dir)
+    with training_args.main_process_first(local=True, desc="checking the output folder"):
+        removed = prepare_output_dir(training_args.output_dir, training_args.resume_from_checkpoint,
+                                     run_args.overwrite_output_dir, remove=training_args.local_process_index == 0)
+    if removed:
+        logger.info("removed from %s: %s", training_args.output_dir, ", ".join(removed))
     transformers.utils.logging.set_verbosity(training_args.get_process_log_level())
     datasets.utils.logging.set_verbosity(training_args.get_process_log_level())
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, by hf_dimml.hub
