@@ -62,9 +62,9 @@ _IMAGE_DEFAULTS: dict[str, Any] = {
     "channels": 3,
     "mean": None,  # per-channel list (or one float); None: no normalisation, values stay in [0, 1]
     "std": None,
-    # [low, high] of raw float pixels (and of integer arrays without an image depth, e.g. int64); None: floats are
-    # already in [0, 1]. Image depths carry their own scale and never go through it: bool, uint8 (8-bit PIL modes
-    # and files) and uint16 (16-bit PNG / TIFF) pixels are divided by their dtype maximum (see `_scale_to_unit`).
+    # [low, high] of raw float pixels (and of other integer arrays: uint16, int64, ...); None: floats are already in
+    # [0, 1], uint16 in 0..65535. bool and uint8 (8-bit PIL modes and files) carry their own scale and never go
+    # through it: they are divided by 1 (bool) or 255 (uint8) (see `_scale_to_unit`).
     "value_range": None,
     "interpolation": "bilinear",  # "bilinear" | "bicubic" | "nearest" (antialiased when shrinking)
     "random_resized_crop": None,  # train only: [min_scale, max_scale] of the crop area, aspect 3/4..4/3
@@ -117,6 +117,8 @@ _SAMPLING_RATE_RANGE = (1_000, 768_000)
 _MAX_FMT_CHUNK = 1024  # a 'fmt ' chunk is 16..40 bytes; a larger claim is a corrupt header, not something to read
 #: Integer dtypes that are image depths, with the pixel value meaning "white" (the dtype's maximum).
 _IMAGE_DEPTH_MAX = {np.dtype(np.bool_): 1, np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}
+#: The depths that mean only that: 16-bit files often hold 10- or 12-bit data, which a value_range describes.
+_FIXED_DEPTHS = (np.dtype(np.bool_), np.dtype(np.uint8))
 _OUT_OF_RANGE_TOLERANCE = 1e-3  # of the range width: float rounding of data that was clipped to the range
 
 
@@ -619,9 +621,10 @@ class DIMMLProcessor(FeatureExtractionMixin):
     * ``spectrogram``: a ``(F, T)`` array (or ``(1, F, T)``).
     * ``image``: PIL image, array ``(H, W)`` / ``(H, W, C)`` / ``(C, H, W)`` (the channel axis is
       the one equal to ``channels``, last axis first), path, bytes, or ``{"bytes", "path"}``.
-      Pixel values: 8-bit (PIL images, image files, uint8 arrays) and 16-bit pixels are scaled by
-      their depth, float pixels lie in ``value_range`` (default [0, 1]), so the same picture gives
-      the same tensor in every form; values outside the range are an error, never clipped.
+      Pixel values: 8-bit pixels (PIL images, image files, uint8 arrays) are scaled by 255, other
+      pixels lie in ``value_range`` (default: floats in [0, 1], uint16 in 0..65535), so the same
+      picture gives the same tensor in every form; values outside the range are an error, never
+      clipped.
     * ``frames``: a list of frames (each as for ``image``, or a list of ``channels``
       single-channel planes, e.g. optical flow ``[u, v]``), an array ``(N, H, W[, C])``, or a
       directory of image files (sorted by name).
@@ -989,15 +992,17 @@ class DIMMLProcessor(FeatureExtractionMixin):
     def _scale_to_unit(array: np.ndarray, cfg: Mapping[str, Any], where: str) -> torch.Tensor:
         """Pixels (finite, see `_numeric_array`) -> float in [0, 1]; 8-bit pixels stay uint8 here (see `_unit_float`).
 
-        Image depths carry their own scale: bool, uint8 (8-bit PIL modes and files) and uint16 (16-bit
-        PNG / TIFF) pixels are divided by their dtype's maximum, whatever ``value_range`` says, because
-        ``value_range`` states which raw *numbers* mean black and white, and an image depth already
-        states it. (Applying ``value_range=[0, 1]`` to 8-bit pixels made every non-zero pixel white:
-        issue 13.) Floats, and integers of no image depth (int8..int64, uint32, uint64), are mapped
-        by ``value_range`` (default: floats in [0, 1], such integers in 0..255). Values outside the
-        range are an error, never clipped: clipping is what hid the saturation.
+        8-bit images carry their own scale: bool and uint8 (8-bit PIL modes and files) pixels are
+        divided by 1 and 255, whatever ``value_range`` says, because ``value_range`` states which raw
+        *numbers* mean black and white, and an 8-bit depth already states it. (Applying
+        ``value_range=[0, 1]`` to 8-bit pixels made every non-zero pixel white: issue 13.) Floats and
+        other integers are mapped by ``value_range``; without one, floats lie in [0, 1], uint16
+        (16-bit PNG / TIFF) in 0..65535 and other integers in 0..255. A 16-bit file often holds 10-
+        or 12-bit data, so an explicit ``value_range`` keeps describing it, as before. Values outside
+        the range are an error, never clipped: clipping is what hid the saturation.
         """
-        depth_max = _IMAGE_DEPTH_MAX.get(array.dtype)
+        scaled_by_depth = array.dtype in _FIXED_DEPTHS or cfg["value_range"] is None
+        depth_max = _IMAGE_DEPTH_MAX.get(array.dtype) if scaled_by_depth else None
         if array.dtype == np.uint8:
             # Converted after the crop and the resize, by `_unit_float`: fewer pixels, and 8-bit resizing is faster.
             return torch.from_numpy(array if array.flags.writeable else array.copy())

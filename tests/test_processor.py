@@ -269,18 +269,29 @@ def test_integer_pixels_are_scaled_by_their_depth_whatever_value_range(tmp_path:
     reference = processor(digit=low + (high - low) * levels.astype(np.float64) / 255)["digit"]
     torch.testing.assert_close(reference[0, 0], torch.from_numpy(levels / 255).float(), atol=1e-6, rtol=0)
     Image.fromarray(levels).save(tmp_path / "digit.png")
-    Image.fromarray(levels.astype(np.uint16) * 257).save(tmp_path / "digit16.png")  # 16-bit: 'I;16'
     for variant in (
         levels,
         torch.from_numpy(levels),
         Image.fromarray(levels),
         str(tmp_path / "digit.png"),
         (tmp_path / "digit.png").read_bytes(),
-        str(tmp_path / "digit16.png"),
-        levels.astype(np.uint16) * 257,
     ):
         torch.testing.assert_close(processor(digit=variant)["digit"], reference, atol=1e-6, rtol=0)
     torch.testing.assert_close(processor(digit=levels > 127)["digit"][0, 0], torch.from_numpy(levels > 127).float())
+    # 16-bit pixels: 0..65535 without a value_range; with one (16-bit files often hold 12-bit data) it applies.
+    Image.fromarray(levels.astype(np.uint16) * 257).save(tmp_path / "digit16.png")  # 16-bit PNG: PIL mode 'I;16'
+    sixteen = [str(tmp_path / "digit16.png"), levels.astype(np.uint16) * 257]
+    if value_range is None:
+        for variant in sixteen:
+            torch.testing.assert_close(processor(digit=variant)["digit"], reference, atol=1e-6, rtol=0)
+    else:
+        with pytest.raises(ValueError, match=r"'digit'.*uint16 pixels outside the expected range \(value_range"):
+            processor(digit=sixteen[1])
+        twelve_bit = DIMMLProcessor(
+            modalities=[{"name": "digit", "kind": "image", "channels": 1, "image_size": None, "value_range": [0, 4095]}]
+        )
+        out = twelve_bit(digit=(levels.astype(np.uint16) * 16))["digit"]  # 0..4080 of 4095
+        torch.testing.assert_close(out[0, 0], torch.from_numpy(levels * 16.0 / 4095).float(), atol=1e-6, rtol=0)
 
 
 def test_out_of_range_pixels_are_an_error_never_clipped() -> None:
