@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from hf_dimml.data.lists import KINETICS_SOUNDS_31
+
 __all__ = [
     "TINY_AUDIO",
     "TINY_FRAMES",
@@ -196,9 +198,25 @@ def write_video(
     """A real video encoded with PyAV: moving random frames (``size`` = height, width) and, unless
     ``audio_rate`` is None, a sine tone track (AAC in .mp4, MP3 in .flv / .avi). The codec follows the
     container as in the official distributions: H.264 (.mp4), FLV1 (.flv, CREMA-D), MPEG-4 part 2 (.avi, UCF101)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    key = (suffix, seconds, fps, tuple(size), audio_rate, codec, seed)
+    if key in _ENCODED:  # encoding (AAC especially) costs more than copying: identical requests share one encode
+        path.write_bytes(_ENCODED[key])
+        return path
+    _encode_video(path, seconds, fps, size, audio_rate, codec, seed)
+    _ENCODED[key] = path.read_bytes()
+    return path
+
+
+_ENCODED: dict[tuple, bytes] = {}
+
+
+def _encode_video(
+    path: Path, seconds: float, fps: int, size: tuple[int, int], audio_rate: int | None, codec: str | None, seed: int
+) -> None:
     import av
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     video_codec = codec or {".mp4": "libx264", ".flv": "flv", ".avi": "mpeg4"}[suffix]
     audio_codec = "aac" if suffix == ".mp4" else "libmp3lame"
@@ -227,4 +245,125 @@ def write_video(
                     container.mux(packet)
             for packet in audio.encode():
                 container.mux(packet)
-    return path
+
+
+# --------------------------------------------------------------------------------------------
+# The official distributions and the reference lists, as DESIGN §9 describes them
+# --------------------------------------------------------------------------------------------
+
+_CREMAD_EMOTION_NAMES = {"NEU": "Neutral", "HAP": "Happy", "SAD": "Sad", "FEA": "Fear", "DIS": "Disgust", "ANG": "Anger"}
+
+
+def make_cremad_official(root: Path, emotions: Sequence[str] = ("ANG", "SAD", "HAP"), actors: int = 3) -> dict[str, list]:
+    """CREMA-D as downloaded: ``AudioWAV/<actor>_<sentence>_<EMO>_<level>.wav`` (16 kHz mono) and
+    ``VideoFlash/<clip>.flv`` (FLV1 video with an MP3 track), plus the OGM-GE / DI-MML lists ``train.csv``
+    (UTF-8 BOM, CRLF) and ``test.csv`` (CRLF), rows ``clip,EMO``. The last actor's clips are the test split.
+    Actor 1040's SAD clip has the pre-2022 name ``1040_ITH_SAD_X`` on disk while the lists use the renamed
+    ``1040_ITH_SAD_XX``. Returns the list rows per split."""
+    rows: dict[str, list] = {"train": [], "test": []}
+    for actor in range(actors):
+        for ei, emotion in enumerate(emotions):
+            listed = f"{1038 + actor}_ITH_{emotion}_XX"
+            on_disk = "1040_ITH_SAD_X" if listed == "1040_ITH_SAD_XX" else listed
+            write_wav(root / "AudioWAV" / f"{on_disk}.wav", seconds=0.5, rate=16000, frequency=200.0 + 120 * ei)
+            write_video(root / "VideoFlash" / f"{on_disk}.flv", seconds=3.0, fps=4, audio_rate=22050, seed=actor * 7 + ei)
+            rows["test" if actor == actors - 1 else "train"].append((listed, emotion))
+    (root / "train.csv").write_bytes(b"\xef\xbb\xbf" + "".join(f"{c},{e}\r\n" for c, e in rows["train"]).encode())
+    (root / "test.csv").write_bytes("".join(f"{c},{e}\r\n" for c, e in rows["test"]).encode())
+    return rows
+
+
+def write_cremad_mla_lists(root: Path, rows: dict[str, list], folder: str = "mla") -> Path:
+    """MLA's CREMA-D lists: ``<clip>.flv <Emotion>`` lines (full emotion names)."""
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    for split, entries in rows.items():
+        lines = "".join(f"{clip}.flv {_CREMAD_EMOTION_NAMES[emotion]}\n" for clip, emotion in entries)
+        (root / folder / f"{split}.txt").write_text(lines)
+    return root / folder
+
+
+def make_ave_official(root: Path) -> dict[str, int]:
+    """AVE_Dataset as downloaded: ``AVE/<id>.mp4`` (H.264 + AAC), ``Annotations.txt`` and the lists
+    ``trainSet.txt`` / ``valSet.txt`` / ``testSet.txt`` (``Category&VideoID&Quality&StartTime&EndTime``; the
+    official ones have no header and CRLF line ends). Like the official lists, one id is repeated inside train
+    with another label (its first line is Banjo, its second Mandolin) and one train line is repeated verbatim.
+    Returns the expected rows per split after the reference's duplicate handling."""
+    categories = ("Banjo", "Dog", "Church bell")
+    lines: dict[str, list[str]] = {"trainSet.txt": [], "valSet.txt": [], "testSet.txt": []}
+    annotations = ["Category&VideoID&Quality&StartTime&EndTime"]
+    counter = 0
+    for split_file, per_class in (("trainSet.txt", 3), ("valSet.txt", 1), ("testSet.txt", 1)):
+        for ci, category in enumerate(categories):
+            for _ in range(per_class):
+                video = f"{counter:02d}AbC-dEf_{ci}"[:11]
+                counter += 1
+                write_video(root / "AVE" / f"{video}.mp4", seconds=4.0, fps=4, audio_rate=16000, seed=counter % 2)
+                line = f"{category}&{video}&good&1&3"
+                lines[split_file].append(line)
+                annotations.append(line)
+    first_banjo = lines["trainSet.txt"][0].split("&")[1]
+    lines["trainSet.txt"].append(f"Mandolin&{first_banjo}&good&0&4")  # the same video under a second label
+    lines["trainSet.txt"].append(lines["trainSet.txt"][3])  # a line repeated verbatim
+    for split_file, split_lines in lines.items():
+        (root / split_file).write_bytes("".join(f"{line}\r\n" for line in split_lines).encode())
+    (root / "Annotations.txt").write_bytes("".join(f"{line}\r\n" for line in annotations).encode())
+    return {"train": 9, "validation": 3, "test": 3}
+
+
+#: The 31 Kinetics-Sounds classes of the OGM-GE line (the list in circulation, alphabetical), as the package holds it.
+KS31 = tuple(KINETICS_SOUNDS_31)
+
+
+def make_kinetics_sounds_ogmge(root: Path, labels: Sequence[int] = (0, 2, 10), per_label: int = 3) -> dict[str, int]:
+    """Kinetics-Sounds as the OGM-GE scripts leave it: ``visual/<id>/frame_0000N.jpg`` (1 fps),
+    ``audio/<id>.wav`` (16 kHz) and ``my_train.txt`` / ``my_test.txt`` lines ``<ytid>_<start>_<end>,10,<int>``
+    (the 10 is the clip length). Labels 0, 2, 10 check that integer labels sort numerically."""
+    rows: dict[str, list[str]] = {"my_train.txt": [], "my_test.txt": []}
+    for label in labels:
+        for i in range(per_label + 1):
+            clip = f"{label:03d}yTiD{i:03d}_{10 * i:06d}_{10 * i + 10:06d}"
+            write_wav(root / "audio" / f"{clip}.wav", seconds=0.5, rate=16000, frequency=200.0 + 40 * label)
+            directory = root / "visual" / clip
+            directory.mkdir(parents=True, exist_ok=True)
+            rng = np.random.default_rng(label * 10 + i)
+            for n in range(1, 4):
+                Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(directory / f"frame_{n:05d}.jpg")
+            rows["my_test.txt" if i == per_label else "my_train.txt"].append(f"{clip},10,{label}")
+    for name, lines in rows.items():
+        (root / name).write_text("\n".join(lines) + "\n")
+    return {"train": per_label * len(labels), "test": len(labels)}
+
+
+def make_ucf101_official(root: Path, classes: Sequence[str] = ("ApplyEyeMakeup", "Archery"), groups: int = 3) -> dict[str, int]:
+    """UCF101 as downloaded: ``UCF-101/<Class>/v_<Class>_gXX_cXX.avi`` (MPEG-4, no audio) and
+    ``ucfTrainTestlist/{classInd,trainlist01,testlist01}.txt`` with CRLF line ends. Group g01 is the test split."""
+    lists = root / "ucfTrainTestlist"
+    lists.mkdir(parents=True, exist_ok=True)
+    (lists / "classInd.txt").write_bytes("".join(f"{i + 1} {c}\r\n" for i, c in enumerate(classes)).encode())
+    train, test = [], []
+    for ci, class_name in enumerate(classes):
+        for g in range(1, groups + 1):
+            for c in (1, 2):
+                video = f"v_{class_name}_g{g:02d}_c{c:02d}"
+                write_video(root / "UCF-101" / class_name / f"{video}.avi", seconds=1.0, fps=5, audio_rate=None,
+                            seed=ci * 50 + g * 5 + c)
+                (test if g == 1 else train).append(f"{class_name}/{video}.avi" + ("" if g == 1 else f" {ci + 1}"))
+    (lists / "trainlist01.txt").write_bytes("".join(f"{line}\r\n" for line in train).encode())
+    (lists / "testlist01.txt").write_bytes("".join(f"{line}\r\n" for line in test).encode())
+    return {"train+validation": len(train), "test": len(test)}
+
+
+def make_modelnet40_official(root: Path, classes: Sequence[str] = ("airplane", "bathtub"), naming: str = "mvcnn") -> Path:
+    """``modelnet40_images_new_12x/<class>/<split>/<class>_<NNNN>.obj.shaded_v<VVV>.png`` (MVCNN) or
+    ``..._<NNNN>_<VVV>.png`` (RotationNet), 12 views per object."""
+    base = root / "modelnet40_images_new_12x"
+    for ci, class_name in enumerate(classes):
+        for split, count in (("train", 4), ("test", 1)):
+            folder = base / class_name / split
+            folder.mkdir(parents=True, exist_ok=True)
+            for o in range(count):
+                obj = f"{class_name}_{o + 1 + (600 if split == 'test' else 0):04d}"
+                for view in range(1, 13):
+                    name = f"{obj}.obj.shaded_v{view:03d}.png" if naming == "mvcnn" else f"{obj}_{view:03d}.png"
+                    Image.new("RGB", (10, 10), ((ci * 90 + view * 20) % 256, 0, 0)).save(folder / name)
+    return root

@@ -20,6 +20,7 @@ and later builds with the same arguments reload it.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
@@ -123,18 +124,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_short_side is not None:
         kwargs["max_short_side"] = args.max_short_side
 
+    builder = DATASET_BUILDERS[args.dataset]
     if not args.no_extract:
         report = extract_missing(
             args.dataset,
             args.root,
             num_workers=args.workers,
-            on_error="error" if args.on_missing == "error" else "skip",
+            # the builder's own default where --on-missing is not given: an error names the bad file
+            on_error=args.on_missing or inspect.signature(builder).parameters["on_missing"].default,
             **dict(_key_values(args.extract_option, "--extract-option")),
         )
         print(f"{args.dataset} extraction: {report.summary()}")
         for entry in report.skipped:
             print(f"  skipped {entry['kind']} of {entry['id']}: {entry['source']}: {entry['reason']}")
-    dataset = DATASET_BUILDERS[args.dataset](args.root, **kwargs)
+    dataset = builder(args.root, **kwargs)
     stored = dataset_recipe(dataset)
     print(f"{args.dataset}: {', '.join(f'{split} {dataset[split].num_rows}' for split in dataset)} rows")
     print(f"  labels ({len(stored['label_names'])}): {', '.join(stored['label_names'])}")

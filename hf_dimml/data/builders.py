@@ -43,7 +43,6 @@ reported in a warning at the end.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import io
 import json
@@ -54,7 +53,7 @@ import shutil
 import struct
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +63,18 @@ from datasets.arrow_writer import ArrowWriter
 from PIL import Image
 from tqdm.auto import tqdm
 
+from hf_dimml.data.lists import (
+    CREMAD_LABELS,
+    KINETICS_SOUNDS_31,
+    ListEntry,
+    ListFormatError,
+    label_names_for,
+    parse_ave_list,
+    parse_cremad_list,
+    parse_kinetics_sounds_list,
+    read_class_txt,
+    read_lines,
+)
 from hf_dimml.processing_dimml import (
     DIMMLProcessor,
     audio_read_seconds,
@@ -93,10 +104,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever what a builder writes changes, so stale caches are never reused.
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 RECIPE_FILE = "dimml_recipe.json"
 SPLITS = ("train", "validation", "test")
-CREMAD_LABELS = ["NEU", "HAP", "SAD", "FEA", "DIS", "ANG"]
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -110,27 +120,34 @@ _RGB = {
     "random_flip": True,
 }
 
-#: Default processor modality configs per dataset; a builder's ``recipe`` overrides them by name,
+#: UCF101's pixel mean / std over the training frames (DI-MML's ``ucf101_mean_std``, 0..255 scaled to 0..1).
+UCF101_MEAN = [106.46409 / 255, 101.46796 / 255, 93.22408 / 255]
+UCF101_STD = [68.28274 / 255, 66.40727 / 255, 67.58706 / 255]
+
+#: Default processor modality configs per dataset, following the DI-MML reference protocol (frames per clip from
+#: its run scripts and dataset classes: CREMA-D ``--num_frame 3``, AVE 4, Kinetics-Sounds 3 as OGM-GE, UCF101 1 RGB
+#: frame + a stack of 10 flow frames, ``clip_len=10``); docs/datasets.md names the reference of every setting and the
+#: deviations. A builder's ``recipe`` overrides them by name,
 #: e.g. ``build_cremad(root, recipe={"audio": {"duration": 2.0}, "visual": {"num_frames": 2}})``.
 DEFAULT_MODALITIES: dict[str, list[dict[str, Any]]] = {
     "cremad": [
         {"name": "audio", **_AUDIO_OGM_GE, "duration": 3.0},
-        {"name": "visual", "kind": "frames", "num_frames": 1, **_RGB},
+        {"name": "visual", "kind": "frames", "num_frames": 3, **_RGB},
     ],
     "ave": [
         {"name": "audio", **_AUDIO_OGM_GE, "duration": 10.0},
-        {"name": "visual", "kind": "frames", "num_frames": 3, **_RGB},
+        {"name": "visual", "kind": "frames", "num_frames": 4, **_RGB},
     ],
     "kinetics_sounds": [
         {"name": "audio", **_AUDIO_OGM_GE, "duration": 10.0},
         {"name": "visual", "kind": "frames", "num_frames": 3, **_RGB},
     ],
     "ucf101": [
-        {"name": "rgb", "kind": "frames", "num_frames": 3, **_RGB},
+        {"name": "rgb", "kind": "frames", "num_frames": 1, **_RGB, "mean": UCF101_MEAN, "std": UCF101_STD},
         {
             "name": "flow",
             "kind": "frames",
-            "num_frames": 3,
+            "num_frames": 10,
             **_RGB,
             "channels": 2,
             "mean": [0.5, 0.5],
@@ -144,20 +161,6 @@ DEFAULT_MODALITIES: dict[str, list[dict[str, Any]]] = {
     ],
 }
 
-_HEADER_WORDS = {
-    "id",
-    "clip",
-    "name",
-    "video",
-    "video_id",
-    "youtube_id",
-    "file",
-    "label",
-    "labels",
-    "class",
-    "category",
-    "emotion",
-}
 _OnMissing = str  # "error" | "skip"
 
 
@@ -236,6 +239,21 @@ def _require_file(path: Path, what: str) -> Path:
     return path
 
 
+def _first_dir(root: Path, given: str | None, candidates: Sequence[str]) -> str:
+    """``given``, or the first of ``candidates`` that is a folder of ``root`` (the reference layouts' names first);
+    the first candidate when none exists (its absence is then reported by the caller)."""
+    if given is not None:
+        return given
+    return next((name for name in candidates if (root / name).is_dir()), candidates[0])
+
+
+def _first_file(root: Path, given: str | None, candidates: Sequence[str]) -> str:
+    """``given``, or the first of ``candidates`` that is a file of ``root``, else the first candidate."""
+    if given is not None:
+        return given
+    return next((name for name in candidates if (root / name).is_file()), candidates[0])
+
+
 def _image_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
 
@@ -299,23 +317,6 @@ class _ClipProblem(Exception):
     def __init__(self, message: str, missing_file: bool = False) -> None:
         super().__init__(message)
         self.missing_file = missing_file
-
-
-def _read_csv_rows(path: Path, min_fields: int) -> Iterable[tuple[int, list[str]]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        for line_number, row in enumerate(csv.reader(handle), start=1):
-            row = [field.strip() for field in row]
-            if not any(row):
-                continue
-            if len(row) < min_fields:
-                raise ValueError(
-                    f"{path}:{line_number}: expected at least {min_fields} comma-separated fields, got {row}"
-                )
-            yield line_number, row
-
-
-def _looks_like_header(row: Sequence[str]) -> bool:
-    return all(field.lower() in _HEADER_WORDS for field in row[:2])
 
 
 # --------------------------------------------------------------------------------------------
@@ -413,8 +414,18 @@ class _RowMaker:
                 if not Path(location).is_file():
                     raise _ClipProblem(f"clip {clip_id!r}: missing audio file {location}", missing_file=True)
                 try:
+                    window = clip.get("audio_window")  # AVE: [StartTime, EndTime) seconds of the event
                     # Only what the recipe uses is read: a long or mislabelled file costs no more than a good one.
-                    waveform, rate = read_wav(location, max_seconds=audio_read_seconds(cfg))
+                    seconds = audio_read_seconds(cfg) + (window[0] if window else 0.0)
+                    waveform, rate = read_wav(location, max_seconds=seconds)
+                    if window:
+                        event = waveform[:, int(window[0] * rate) : int(window[1] * rate)]
+                        if event.shape[1] == 0:
+                            raise ValueError(
+                                f"{location} has no samples in the event window [{window[0]}, {window[1]}) s "
+                                f"({waveform.shape[1] / rate:.2f} s read)"
+                            )
+                        waveform = event
                     row[name] = compute_audio_spectrogram(waveform, rate, cfg)
                 except _FILE_READ_ERRORS as err:
                     raise _ClipProblem(f"clip {clip_id!r}: {_read_error(Path(location), err)}") from err
@@ -637,12 +648,17 @@ def build_cremad(
     force_rebuild: bool = False,
     progress: bool = True,
 ) -> datasets.DatasetDict:
-    """CREMA-D (6 emotions) as audio spectrograms + video frames, in the OGM-GE layout::
+    """CREMA-D (6 emotions) as audio spectrograms + video frames, in the OGM-GE / DI-MML layout::
 
-        root/AudioWAV/<clip>.wav                 e.g. 1001_DFA_ANG_XX.wav
-        root/Image-01-FPS/<clip>/*.jpg           frames extracted at 1 fps
-        root/train.csv, root/test.csv            rows "<clip>,<LABEL>", LABEL in NEU HAP SAD FEA DIS ANG
-                                                 (an optional header row is skipped)
+        root/AudioWAV/<clip>.wav                 e.g. 1001_DFA_ANG_XX.wav (the official download)
+        root/Image-01-FPS/<clip>/*.jpg           frames at 1 fps (``hf_dimml.data.extraction`` writes them from
+                                                 root/VideoFlash/<clip>.flv: prepare_dataset.py cremad)
+        root/train.csv, root/test.csv            rows "<clip>,<LABEL>", LABEL in NEU HAP SAD FEA DIS ANG (the
+                                                 OGM-GE / DI-MML lists: 6,698 / 744 rows; UTF-8 BOM, CRLF and a
+                                                 header accepted), or MLA's "<clip>.flv <Emotion>" lines
+
+    Clips named before the 2022 rename (``1040_ITH_SAD_X``) are found under either name, and counted
+    (``list_notes.renamed_clips`` of the recipe).
 
     Modalities ``audio`` and ``visual`` (see ``DEFAULT_MODALITIES["cremad"]``; ``recipe``
     overrides them by name). Validation: a class-stratified ``validation_fraction`` of train,
@@ -658,28 +674,30 @@ def build_cremad(
         index: dict[str, list[dict[str, Any]]] = {}
         _require_dir(root_path / audio_dir, "CREMA-D audio folder")
         _require_dir(root_path / frames_dir, "CREMA-D frames folder")
+        # Copies from before the 2022 rename name a few clips with a one-letter level ("1040_ITH_SAD_X"), the
+        # lists (or the other modality's folder) with the new one ("..._XX"), or the other way round.
+        renamed: set[str] = set()
+
+        def on_disk(folder: Path, clip_id: str, suffix: str) -> str:
+            path = folder / f"{clip_id}{suffix}"
+            if not path.exists():
+                other = re.sub(r"_X$", "_XX", clip_id) if clip_id.endswith("_X") else re.sub(r"_XX$", "_X", clip_id)
+                if other != clip_id and (folder / f"{other}{suffix}").exists():
+                    renamed.add(clip_id)
+                    return str(folder / f"{other}{suffix}")
+            return str(path)
+
         for split, list_path in lists.items():
             _require_file(list_path, f"CREMA-D {split} split list")
-            clips = []
-            for line_number, row in _read_csv_rows(list_path, 2):
-                clip_id, label = row[0], row[1]
-                if clip_id.lower().endswith((".wav", ".flv", ".mp4")):
-                    clip_id = Path(clip_id).stem  # some copies of the lists name the media file
-                if label not in CREMAD_LABELS:
-                    if line_number == 1 and _looks_like_header(row):
-                        continue
-                    raise ValueError(
-                        f"{list_path}:{line_number}: label {label!r} of clip {clip_id!r} is not one of {CREMAD_LABELS}"
-                    )
-                clips.append(
-                    {
-                        "id": clip_id,
-                        "label": label,
-                        audio_name: str(root_path / audio_dir / f"{clip_id}.wav"),
-                        visual_name: str(root_path / frames_dir / clip_id),
-                    }
-                )
-            index[split] = clips
+            index[split] = [
+                {
+                    "id": entry.clip_id,
+                    "label": entry.label,
+                    audio_name: on_disk(root_path / audio_dir, entry.clip_id, ".wav"),
+                    visual_name: on_disk(root_path / frames_dir, entry.clip_id, ""),
+                }
+                for entry in parse_cremad_list(list_path)
+            ]
         _check_disjoint("cremad", index)
         for split in list(index):
             index[split] = _index_missing(
@@ -692,7 +710,8 @@ def build_cremad(
             )
         train, validation = _carve_validation(index["train"], validation_fraction, seed)
         provenance = {
-            "validation": {"source": "train", "fraction": validation_fraction, "seed": seed, "stratified_by": "label"}
+            "validation": {"source": "train", "fraction": validation_fraction, "seed": seed, "stratified_by": "label"},
+            "list_notes": {"renamed_clips": len(renamed)},
         }
         return (
             {"train": train, "validation": validation, "test": index["test"]},
@@ -733,50 +752,79 @@ def build_cremad(
 def _audio_visual_index(
     name: str,
     root: Path,
-    split_clips: Mapping[str, list[tuple[str, str, str]]],
-    label_names: Sequence[str] | None,
+    split_entries: Mapping[str, list[ListEntry]],
+    label_map: Mapping[str, str],
     modalities: list[dict[str, Any]],
     audio_dir: str,
     frames_dir: str,
     on_missing: str,
-    expected_classes: int,
-) -> tuple[dict[str, list[dict[str, Any]]], list[str], list[dict[str, str]]]:
-    """Shared indexing of (id, label, where) entries of audio-visual datasets."""
+    audio_window: bool = False,
+    cross_split: str = "error",
+) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, str]], int]:
+    """Shared indexing of list entries of audio-visual datasets: ``audio_dir/<id>.wav`` + ``frames_dir/<id>/``.
+
+    ``label_map`` maps each list label to its class name. ``audio_window``: each clip's audio is cropped to the
+    entry's ``start`` / ``end`` seconds. ``cross_split="later"`` keeps a clip listed in two splits in the later one
+    (test over validation over train) and counts the drops; ``"error"`` refuses it. Returns the index, the skipped
+    clips and the number of cross-split drops.
+    """
     audio_name, visual_name = (m["name"] for m in modalities)
     _require_dir(root / audio_dir, f"{name} audio folder")
     _require_dir(root / frames_dir, f"{name} frames folder")
-    present = sorted({label for clips in split_clips.values() for _, label, _ in clips})
-    if label_names is None:
-        names = present
-        if len(names) != expected_classes:
-            logger.warning(
-                "%s: the split lists name %d classes (the benchmark has %d)", name, len(names), expected_classes
-            )
-    else:
-        names = list(label_names)
-        for clips in split_clips.values():
-            for clip_id, label, where in clips:
-                if label not in names:
-                    raise ValueError(f"{where}: label {label!r} of clip {clip_id!r} is not in label_names {names}")
-    index = {
-        split: [
-            {
-                "id": clip_id,
-                "label": label,
-                audio_name: str(root / audio_dir / f"{clip_id}.wav"),
-                visual_name: str(root / frames_dir / clip_id),
+    index: dict[str, list[dict[str, Any]]] = {}
+    for split, entries in split_entries.items():
+        clips = []
+        for entry in entries:
+            extra = dict(entry.extra)
+            clip = {
+                "id": entry.clip_id,
+                "label": label_map[entry.label],
+                audio_name: str(root / audio_dir / f"{entry.clip_id}.wav"),
+                visual_name: str(root / frames_dir / entry.clip_id),
             }
-            for clip_id, label, _ in clips
-        ]
-        for split, clips in split_clips.items()
-    }
+            if audio_window and "start" in extra and extra["end"] > extra["start"]:
+                clip["audio_window"] = [extra["start"], extra["end"]]
+            clips.append(clip)
+        index[split] = clips
+    dropped = 0
+    if cross_split == "later":
+        later: set[str] = set()
+        for split in reversed(list(index)):
+            kept = [clip for clip in index[split] if clip["id"] not in later]
+            dropped += len(index[split]) - len(kept)
+            later.update(clip["id"] for clip in index[split])
+            index[split] = kept
     _check_disjoint(name, index)
     skipped: list[dict[str, str]] = []
     for split in list(index):
         index[split] = _index_missing(
             name, index[split], {audio_name: os.path.isfile, visual_name: os.path.isdir}, on_missing, skipped, split
         )
-    return index, names, skipped
+    return index, skipped, dropped
+
+
+def _label_map(
+    name: str,
+    split_entries: Mapping[str, list[ListEntry]],
+    label_names: Sequence[str] | None,
+    expected_classes: int,
+    known: Sequence[str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """Class names (given, or from the lists: strings sorted, integers numerically, ``known`` names for integer
+    labels) and the map from list labels to them; a label outside given ``label_names`` is an error."""
+    entries = [entry for group in split_entries.values() for entry in group]
+    if label_names is not None:
+        names = list(label_names)
+        for entry in entries:
+            if entry.label not in names:
+                raise ValueError(f"{entry.where}: label {entry.label!r} of clip {entry.clip_id!r} is not in label_names {names}")
+        return names, {label: label for label in names}
+    names, mapping = label_names_for((entry.label for entry in entries), known)
+    if len(names) < 2:
+        raise ListFormatError(f"{name}: the split lists name {len(names)} class(es) {names}: at least 2 are needed")
+    if len(names) != expected_classes:
+        logger.info("%s: the split lists name %d classes", name, len(names))
+    return names, mapping
 
 
 def build_ave(
@@ -785,9 +833,10 @@ def build_ave(
     recipe: Mapping[str, Mapping[str, Any]] | None = None,
     *,
     lists: Mapping[str, str] | None = None,
-    audio_dir: str = "audio",
-    frames_dir: str = "frames",
+    audio_dir: str | None = None,
+    frames_dir: str | None = None,
     label_names: Sequence[str] | None = None,
+    crop_audio_to_event: bool = True,
     on_missing: _OnMissing = "skip",
     verify_images: bool = True,
     max_frames: int | None = None,
@@ -795,50 +844,46 @@ def build_ave(
     force_rebuild: bool = False,
     progress: bool = True,
 ) -> datasets.DatasetDict:
-    """AVE (Audio-Visual Event, 28 classes), with audio and frames extracted from the videos::
+    """AVE (Audio-Visual Event, 28 classes) from the official ``AVE_Dataset`` folder::
 
         root/trainSet.txt, root/valSet.txt, root/testSet.txt
-            lines "Category&VideoID&Quality&StartTime&EndTime" (a "Category&..." header is skipped)
-        root/audio/<VideoID>.wav                 the clip's sound track (any rate, mono or multichannel)
-        root/frames/<VideoID>/*.jpg              its frames (sorted by file name)
+            lines "Category&VideoID&Quality&StartTime&EndTime" (UTF-8 BOM, CRLF and a header accepted)
+        root/Audios/<VideoID>.wav                the whole sound track (DI-MML's layout; or root/audio/)
+        root/Image-01-FPS-SE/<VideoID>/*.jpg     frames at 1 fps within StartTime..EndTime (DI-MML; or root/frames/)
 
-    The official train / val / test lists are used as they are. Label names are the sorted
-    categories of the lists unless ``label_names`` is given (then any other label is an error).
-    Missing clips are skipped by default (several YouTube videos are gone), counted and reported.
+    ``prepare_dataset.py ave`` writes ``Audios/`` and ``Image-01-FPS-SE/`` from ``root/AVE/<VideoID>.mp4`` first
+    (:mod:`hf_dimml.data.extraction`). The audio is cropped to [StartTime, EndTime) before the spectrogram, as
+    DI-MML's ``extractWav_SE`` does (``crop_audio_to_event=False``: the first seconds of the whole track).
+
+    Repeated ids, as in the official lists: within a list the first line of an id is kept and later ones are dropped
+    (DI-MML's ``AVEDataset`` appends a clip only once); a clip listed in two splits is kept in the later split
+    (test over validation over train; the reference would train on it as well); both are counted in the recipe's
+    ``list_notes``. Label names are the sorted categories of the lists unless ``label_names`` is given. Missing clips
+    are skipped by default (several YouTube videos are gone), counted and reported.
     """
     root_path = Path(root)
     modalities = _resolve_modalities("ave", recipe)
     split_lists = dict(lists or {"train": "trainSet.txt", "validation": "valSet.txt", "test": "testSet.txt"})
+    audio_dir = _first_dir(root_path, audio_dir, ("Audios", "audio"))
+    frames_dir = _first_dir(root_path, frames_dir, ("Image-01-FPS-SE", "frames", "Image-01-FPS"))
 
     def make_index():
-        split_clips: dict[str, list[tuple[str, str, str]]] = {}
+        split_entries: dict[str, list[ListEntry]] = {}
+        notes: dict[str, Any] = {}
         for split, file_name in split_lists.items():
-            list_path = _require_file(root_path / file_name, f"AVE {split} list")
-            entries = []
-            for line_number, line in enumerate(list_path.read_text(encoding="utf-8").splitlines(), start=1):
-                if not line.strip():
-                    continue
-                fields = [f.strip() for f in line.split("&")]
-                if len(fields) < 2 or not fields[0] or not fields[1]:
-                    raise ValueError(
-                        f"{list_path}:{line_number}: expected 'Category&VideoID&Quality&Start&End', got {line!r}"
-                    )
-                if line_number == 1 and fields[0].lower() == "category":
-                    continue
-                entries.append((fields[1], fields[0], f"{list_path}:{line_number}"))
-            split_clips[split] = entries
-        index, names, skipped = _audio_visual_index(
-            "ave",
-            root_path,
-            split_clips,
-            label_names,
-            modalities,
-            audio_dir,
-            frames_dir,
-            on_missing,
-            expected_classes=28,
-        )
-        return index, names, {"validation": {"source": split_lists.get("validation", "?")}}, skipped
+            entries, notes[split] = parse_ave_list(_require_file(root_path / file_name, f"AVE {split} list"))
+            split_entries[split] = entries
+        names, mapping = _label_map("ave", split_entries, label_names, expected_classes=28)
+        index, skipped, dropped = _audio_visual_index(
+            "ave", root_path, split_entries, mapping, modalities, audio_dir, frames_dir, on_missing,
+            audio_window=crop_audio_to_event, cross_split="later",
+        )  # fmt: skip
+        notes["cross_split_duplicates_dropped"] = dropped
+        repeated = sum(n["duplicate_lines"] for n in notes.values() if isinstance(n, dict)) + dropped
+        if repeated:
+            logger.warning("ave: %d repeated list line(s) dropped as the reference does (see list_notes)", repeated)
+        provenance = {"validation": {"source": split_lists.get("validation", "?")}, "list_notes": notes}
+        return index, names, provenance, skipped
 
     return _build_cached(
         "ave",
@@ -847,7 +892,13 @@ def build_ave(
         force_rebuild=force_rebuild,
         modalities=modalities,
         sources={modalities[0]["name"]: "wav", modalities[1]["name"]: "frames"},
-        options={"lists": split_lists, "audio_dir": audio_dir, "frames_dir": frames_dir, "label_names": label_names},
+        options={
+            "lists": split_lists,
+            "audio_dir": audio_dir,
+            "frames_dir": frames_dir,
+            "label_names": label_names,
+            "crop_audio_to_event": crop_audio_to_event,
+        },
         make_index=make_index,
         on_missing=on_missing,
         verify_images=verify_images,
@@ -862,11 +913,11 @@ def build_kinetics_sounds(
     cache_dir: str | os.PathLike | None = None,
     recipe: Mapping[str, Mapping[str, Any]] | None = None,
     *,
-    train_list: str = "train.csv",
-    validation_list: str = "val.csv",
-    test_list: str = "test.csv",
-    audio_dir: str = "audio",
-    frames_dir: str = "frames",
+    train_list: str | None = None,
+    validation_list: str | None = None,
+    test_list: str | None = None,
+    audio_dir: str | None = None,
+    frames_dir: str | None = None,
     label_names: Sequence[str] | None = None,
     validation_fraction: float = 0.1,
     seed: int = 0,
@@ -877,44 +928,52 @@ def build_kinetics_sounds(
     force_rebuild: bool = False,
     progress: bool = True,
 ) -> datasets.DatasetDict:
-    """Kinetics-Sounds (34 classes) from extracted audio and frames::
+    """Kinetics-Sounds (a subset of Kinetics-400; the circulating lists have 31 or 33 classes) from extracted audio
+    and frames::
 
-        root/train.csv, root/test.csv            rows "<id>,<label>" (an "id,label" header is skipped)
+        root/my_train.txt, root/my_test.txt      OGM-GE's lists: "<ytid>_<start>_<end>,10,<integer label>" (the 10 is
+                                                 the clip length), 31 classes
+        (or root/train.csv, root/test.csv        rows "<id>,<label>", an "id,label" header skipped)
         root/val.csv                             optional; else a stratified validation split is carved
                                                  out of train (validation_fraction, seed)
-        root/audio/<id>.wav
-        root/frames/<id>/*.jpg
+        root/audio/<id>.wav                      16 kHz (OGM-GE)
+        root/visual/<id>/frame_0000N.jpg         1 fps (OGM-GE; or root/frames/<id>/*.jpg)
+        root/class.txt                           optional (DMRNet): the class names, comma-separated; integer
+                                                 labels index it
 
-    Label names are the sorted labels of the lists unless ``label_names`` is given. Missing clips
-    are skipped by default (Kinetics videos disappear from YouTube), counted and reported.
+    ``prepare_dataset.py kinetics_sounds`` writes ``audio/`` and ``visual/`` from ``root/videos/**/<id>.mp4`` first.
+    Class names: ``label_names`` if given; else integer labels (sorted numerically) name the entries of
+    ``class.txt`` when present, else of the 31-class list of the OGM-GE line
+    (:data:`hf_dimml.data.lists.KINETICS_SOUNDS_31`, alphabetical) when they are 0..30, else stay numbers;
+    string labels are sorted. The class count follows the lists. Missing clips are skipped by default (Kinetics
+    videos disappear from YouTube), counted and reported.
     """
     root_path = Path(root)
     modalities = _resolve_modalities("kinetics_sounds", recipe)
+    train_list = _first_file(root_path, train_list, ("my_train.txt", "train.csv", "train.txt"))
+    test_list = _first_file(root_path, test_list, ("my_test.txt", "test.csv", "test.txt"))
+    validation_list = _first_file(root_path, validation_list, ("val.csv", "my_val.txt", "val.txt"))
+    audio_dir = _first_dir(root_path, audio_dir, ("audio", "Audios"))
+    frames_dir = _first_dir(root_path, frames_dir, ("visual", "frames", "Image-01-FPS"))
 
     def make_index():
         lists = {"train": root_path / train_list, "test": root_path / test_list}
         has_validation = (root_path / validation_list).is_file()
         if has_validation:
             lists["validation"] = root_path / validation_list
-        split_clips: dict[str, list[tuple[str, str, str]]] = {}
-        for split, list_path in lists.items():
-            _require_file(list_path, f"Kinetics-Sounds {split} list")
-            entries = []
-            for line_number, row in _read_csv_rows(list_path, 2):
-                if line_number == 1 and _looks_like_header(row):
-                    continue
-                entries.append((row[0], row[1], f"{list_path}:{line_number}"))
-            split_clips[split] = entries
-        index, names, skipped = _audio_visual_index(
-            "kinetics_sounds",
-            root_path,
-            split_clips,
-            label_names,
-            modalities,
-            audio_dir,
-            frames_dir,
-            on_missing,
-            expected_classes=34,
+        split_entries = {
+            split: parse_kinetics_sounds_list(_require_file(path, f"Kinetics-Sounds {split} list"))
+            for split, path in lists.items()
+        }
+        labels = {entry.label for entries in split_entries.values() for entry in entries}
+        known = None
+        if (root_path / "class.txt").is_file():
+            known = read_class_txt(root_path / "class.txt")
+        elif all(label.isdigit() and int(label) < len(KINETICS_SOUNDS_31) for label in labels):
+            known = KINETICS_SOUNDS_31
+        names, mapping = _label_map("kinetics_sounds", split_entries, label_names, expected_classes=31, known=known)
+        index, skipped, _ = _audio_visual_index(
+            "kinetics_sounds", root_path, split_entries, mapping, modalities, audio_dir, frames_dir, on_missing
         )
         if has_validation:
             provenance = {"validation": {"source": validation_list}}
@@ -971,8 +1030,8 @@ def build_ucf101(
     *,
     split: int = 1,
     lists_dir: str = "ucfTrainTestlist",
-    rgb_dir: str = "rgb",
-    flow_dir: str = "flow",
+    rgb_dir: str | None = None,
+    flow_dir: str | None = None,
     validation_fraction: float = 0.1,
     seed: int = 0,
     on_missing: _OnMissing = "error",
@@ -988,9 +1047,14 @@ def build_ucf101(
         root/ucfTrainTestlist/trainlist01.txt    "<ClassName>/<video>.avi <index>"
         root/ucfTrainTestlist/testlist01.txt     "<ClassName>/<video>.avi"
             (the lists may also lie directly in root)
-        root/rgb/<video>/*.jpg                   RGB frames (or root/rgb/<ClassName>/<video>/*.jpg)
-        root/flow/u/<video>/*.jpg                horizontal flow, one grey JPEG per frame
-        root/flow/v/<video>/*.jpg                vertical flow (same count as u)
+        root/jpegs_256/<video>/frame000001.jpg   RGB frames (feichtenhofer's download; or root/rgb/, also
+                                                 root/rgb/<ClassName>/<video>/)
+        root/tvl1_flow/u/<video>/frame000001.jpg horizontal flow, one grey JPEG per frame pair (one fewer than
+                                                 RGB; or root/flow/u/)
+        root/tvl1_flow/v/<video>/*.jpg           vertical flow (same count as u)
+
+    From the official ``root/UCF-101/<ClassName>/<video>.avi``, ``prepare_dataset.py ucf101`` writes
+    ``jpegs_256/`` and, when no flow folder exists, ``tvl1_flow/`` (:mod:`hf_dimml.data.extraction`) first.
 
     ``<video>`` is the list entry's file name without extension (``v_ApplyEyeMakeup_g08_c01``).
     Modalities ``rgb`` and ``flow`` (2 channels u, v). Validation: ``validation_fraction`` of
@@ -1000,6 +1064,8 @@ def build_ucf101(
     root_path = Path(root)
     modalities = _resolve_modalities("ucf101", recipe)
     rgb_name, flow_name = (m["name"] for m in modalities)
+    rgb_dir = _first_dir(root_path, rgb_dir, ("jpegs_256", "rgb"))
+    flow_dir = _first_dir(root_path, flow_dir, ("tvl1_flow", "flow"))
 
     def video_dir(base: Path, class_name: str, video: str) -> Path:
         flat = base / video
@@ -1009,9 +1075,7 @@ def build_ucf101(
         lists_path = root_path / lists_dir if (root_path / lists_dir).is_dir() else root_path
         class_file = _require_file(lists_path / "classInd.txt", "UCF101 class index")
         classes: dict[int, str] = {}
-        for line_number, line in enumerate(class_file.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
+        for line_number, line in read_lines(class_file):
             fields = line.split()
             if len(fields) != 2 or not fields[0].isdigit():
                 raise ValueError(f"{class_file}:{line_number}: expected '<index> <ClassName>', got {line!r}")
@@ -1025,9 +1089,7 @@ def build_ucf101(
         for split_name, file_name in (("train", f"trainlist{split:02d}.txt"), ("test", f"testlist{split:02d}.txt")):
             list_path = _require_file(lists_path / file_name, f"UCF101 {split_name} list")
             clips = []
-            for line_number, line in enumerate(list_path.read_text(encoding="utf-8").splitlines(), start=1):
-                if not line.strip():
-                    continue
+            for line_number, line in read_lines(list_path):
                 fields = line.split()
                 entry = fields[0].replace("\\", "/")
                 if "/" not in entry:
@@ -1128,15 +1190,19 @@ def build_modelnet40(
 ) -> datasets.DatasetDict:
     """ModelNet40 as two views of the MVCNN 12-view renders (modalities ``front`` and ``rear``)::
 
-        root/<class>/train/<object>_<view:03d>.png   (or .jpg), view 001..012, e.g. airplane_0001_001.png
-        root/<class>/test/<object>_<view:03d>.png
+        root/<class>/train/<object>.obj.shaded_v<view:03d>.png   MVCNN's modelnet40_images_new_12x, e.g.
+                                                               airplane_0001.obj.shaded_v001.png
+        root/<class>/train/<object>_<view:03d>.png               RotationNet's naming (.png or .jpg)
+        root/<class>/test/...
 
-    Views ``front_view`` (001) and ``rear_view`` (007) become the modalities. Classes are the
+    ``root`` may also be the folder that holds ``modelnet40_images_new_12x/``. Views ``front_view`` (001) and ``rear_view`` (007) become the modalities. Classes are the
     sub-folders of root that hold a train or test folder, sorted. Validation: a class-stratified
     ``validation_fraction`` of train objects, drawn with ``seed``. An object lacking one of the
     two views is an error (or skipped with ``on_missing="skip"``).
     """
     root_path = Path(root)
+    if (root_path / "modelnet40_images_new_12x").is_dir():
+        root_path = root_path / "modelnet40_images_new_12x"
     modalities = _resolve_modalities("modelnet40", recipe)
     front_name, rear_name = (m["name"] for m in modalities)
     # "airplane_0001_001" (modelnet40_images_new_12x) or "airplane_0001.obj.shaded_v001" (original MVCNN renders)

@@ -214,20 +214,23 @@ PRESETS: dict[str, DatasetPreset] = {
         _av_digits_preset(),
         _community_preset(
             "cremad", 50.0, 1.0,
-            "CREMA-D: 6 emotions, audio spectrogram + one video frame (community layout, see build_cremad)",
+            "CREMA-D: 6 emotions, audio spectrogram + 3 video frames at 1 fps (DI-MML --num_frame 3; see build_cremad)",
             temperatures="DI-MML reference",
         ),
         _community_preset(
-            "ave", 10.0, 3.0, "AVE: 28 audio-visual event classes, audio spectrogram + 3 frames (see build_ave)",
+            "ave", 10.0, 3.0,
+            "AVE: 28 audio-visual event classes, audio spectrogram of the event + 4 frames (DI-MML; see build_ave)",
             temperatures="DI-MML reference",
         ),
         _community_preset(
             "kinetics_sounds", 10.0, 1.0,
-            "Kinetics-Sounds: 34 classes, audio spectrogram + 3 frames (see build_kinetics_sounds)",
+            "Kinetics-Sounds: the classes of its lists (31 OGM-GE, 33 DMRNet), audio spectrogram + 3 frames "
+            "(OGM-GE; see build_kinetics_sounds)",
             temperatures="our choice (not in the DI-MML paper): the values of AVE / UCF101-like video data",
         ),
         _community_preset(
-            "ucf101", 10.0, 1.0, "UCF101 split 01: RGB frames + TV-L1 optical flow u/v (see build_ucf101)",
+            "ucf101", 10.0, 1.0,
+            "UCF101 split 01: 1 RGB frame + a stack of 10 TV-L1 optical flow frames u/v (DI-MML; see build_ucf101)",
             temperatures="DI-MML reference",
         ),
         _community_preset(
