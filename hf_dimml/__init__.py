@@ -4,8 +4,10 @@ import transformers
 
 from .configuration_dimml import DIMMLConfig
 from .processing_dimml import DIMMLProcessor
+from .pipeline_dimml import MultimodalClassificationPipeline
 from .modeling_dimml import (
     CLASSIFIER_AUTO_CLASSES,
+    PIPELINE_TASK,
     DIMMLClassifierOutput,
     DIMMLForMultimodalClassification,
     DIMMLModel,
@@ -21,6 +23,7 @@ __all__ = [
     "__version__",
     "DIMMLConfig",
     "DIMMLProcessor",
+    "MultimodalClassificationPipeline",
     "DIMMLPreTrainedModel",
     "DIMMLModel",
     "DIMMLForMultimodalClassification",
@@ -40,3 +43,9 @@ transformers.AutoProcessor.register(DIMMLConfig, DIMMLProcessor, exist_ok=True)
 DIMMLConfig.register_for_auto_class()
 DIMMLForMultimodalClassification.register_for_auto_class("AutoModel")
 del _auto_class_name
+# `pipeline("multimodal-classification", model=model, feature_extractor=processor)` for models in memory; a saved
+# checkpoint names the same pipeline in its own `custom_pipelines` (loaded with trust_remote_code=True).
+transformers.pipelines.PIPELINE_REGISTRY.register_pipeline(
+    PIPELINE_TASK, pipeline_class=MultimodalClassificationPipeline, pt_model=transformers.AutoModel,
+    type="multimodal",
+)

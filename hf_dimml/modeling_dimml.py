@@ -11,7 +11,10 @@ the available heads per sample with certainty-aware logit weighting, so a batch 
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +26,7 @@ from .configuration_dimml import DIMMLConfig
 
 __all__ = [
     "CLASSIFIER_AUTO_CLASSES",
+    "PIPELINE_TASK",
     "DIMMLPreTrainedModel",
     "DIMMLModel",
     "DIMMLForMultimodalClassification",
@@ -33,6 +37,13 @@ __all__ = [
     "certainty_weighted_logits",
     "entropy_weighted_logits",
 ]
+
+# The `multimodal-classification` pipeline that ships with every registered checkpoint (`pipeline_dimml.py`, copied
+# next to this file by save_pretrained and named in the config's `custom_pipelines`). Strings, not an import: this
+# file stays self-contained, and loading a model never imports the pipeline.
+PIPELINE_TASK = "multimodal-classification"
+PIPELINE_FILE = "pipeline_dimml.py"
+PIPELINE_CLASS = "pipeline_dimml.MultimodalClassificationPipeline"
 
 # Auto classes that resolve to the classifier (locally registered and in a saved checkpoint's auto_map).
 CLASSIFIER_AUTO_CLASSES = (
@@ -230,10 +241,24 @@ class DIMMLPreTrainedModel(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         # transformers has no multimodal-classification Auto class; a registered checkpoint maps every Auto class that
         # fits (AutoModel first) to the classifier, so any of them loads it with trust_remote_code=True.
+        pipeline_source = Path(__file__).with_name(PIPELINE_FILE)
+        ships_pipeline = False
         if self._auto_class is not None and isinstance(self, DIMMLForMultimodalClassification):
             class_path = f"{type(self).__module__.split('.')[-1]}.{type(self).__name__}"
             self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **dict.fromkeys(CLASSIFIER_AUTO_CLASSES, class_path)}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+            # A model loaded as remote code without its pipeline file (an older checkpoint) saves without one.
+            ships_pipeline = pipeline_source.is_file()
+            if ships_pipeline:
+                self.config.custom_pipelines = {
+                    PIPELINE_TASK: {"impl": PIPELINE_CLASS, "pt": ["AutoModel"], "tf": [], "type": "multimodal"}
+                }
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        if ships_pipeline and kwargs.get("is_main_process", True):
+            target = Path(save_directory) / PIPELINE_FILE
+            temporary = target.with_name(f".{PIPELINE_FILE}.tmp")
+            shutil.copyfile(pipeline_source, temporary)
+            os.replace(temporary, target)
+        return result
 
     def _check_modality_inputs(self, modality_inputs: dict[str, torch.Tensor | None]) -> dict[str, torch.Tensor]:
         """Present modalities in config order; a ValueError names the modality and the expected shape."""

@@ -50,6 +50,7 @@ USER_FILES = {
     "modality_contribution.png",
     "model.safetensors",
     "modeling_dimml.py",
+    "pipeline_dimml.py",
     "preprocessor_config.json",
     "processing_dimml.py",
     "training_curves.png",
@@ -137,7 +138,7 @@ def local_logits(output_dir: Path, samples: list[dict[str, np.ndarray]], **only:
 
 # The user's process: hf_dimml cannot be imported (transformers, torch, timm, numpy and Pillow can); it runs the card's
 # snippet once per raw sample, with that sample's arrays bound to the names the snippet uses.
-USER_SCRIPT = textwrap.dedent(
+BLOCK_HF_DIMML = textwrap.dedent(
     '''
     import contextlib, importlib.abc, io, json, sys
 
@@ -157,7 +158,10 @@ USER_SCRIPT = textwrap.dedent(
             pass
         else:
             raise SystemExit(f"{blocked} is importable in the user process")
-
+    '''
+)
+USER_SCRIPT = BLOCK_HF_DIMML + textwrap.dedent(
+    '''
     import numpy as np
     import torch
 
@@ -186,6 +190,36 @@ USER_SCRIPT = textwrap.dedent(
         })
     leaked = sorted(name for name in sys.modules if name.split(".")[0] in BLOCKED)
     json.dump({"results": results, "leaked": leaked}, open(result_path, "w"))
+    '''
+)
+
+# The pipeline user's process: hf_dimml cannot be imported; `pipeline(..., trust_remote_code=True)` by repo id, on
+# every sample with all modalities, with each single one, and batched; the model's own argmax to compare with.
+PIPELINE_SCRIPT = BLOCK_HF_DIMML + textwrap.dedent(
+    '''
+    import numpy as np
+    import torch
+    from transformers import AutoModel, AutoProcessor, pipeline
+
+    repo_id, samples_path, result_path = sys.argv[1:4]
+    data = np.load(samples_path)
+    samples = [{"audio": data[f"audio_{i}"], "image": data[f"image_{i}"]} for i in range(int(data["count"]))]
+    classifier = pipeline("multimodal-classification", model=repo_id, trust_remote_code=True, device=-1)
+    model = AutoModel.from_pretrained(repo_id, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(repo_id, trust_remote_code=True)
+    cases = {"all": None, "audio": ("audio",), "image": ("image",)}
+    result = {"pipeline_module": type(classifier).__module__, "single": {}, "batched": {}, "argmax": {}}
+    for case, keep in cases.items():
+        inputs = [{k: v for k, v in sample.items() if keep is None or k in keep} for sample in samples]
+        result["single"][case] = [classifier(sample, top_k=3) for sample in inputs]
+        result["batched"][case] = classifier(inputs, batch_size=3)
+        with torch.no_grad():
+            logits = model(**processor(**{k: [s[k] for s in inputs] for k in inputs[0]}, is_batched=True)).logits
+        result["argmax"][case] = [model.config.id2label[i] for i in logits.argmax(-1).tolist()]
+    mixed = [{"audio": samples[0]["audio"]}, samples[1], {"image": samples[2]["image"]}]
+    result["mixed"] = classifier(mixed, batch_size=2)
+    result["leaked"] = sorted(name for name in sys.modules if name.split(".")[0] in BLOCKED)
+    json.dump(result, open(result_path, "w"))
     '''
 )
 
@@ -334,12 +368,46 @@ def test_card_snippet_predicts_without_hf_dimml_like_the_local_model(server, tra
     torch.testing.assert_close(audio_only, local_logits(trained.output, raw_samples, image=False), atol=1e-5, rtol=0)
 
 
+def test_pipeline_from_the_hub_without_hf_dimml_matches_the_model(server, trained, raw_samples, tmp_path):
+    samples_path, result_path = tmp_path / "samples.npz", tmp_path / "pipeline.json"
+    arrays = {f"{name}_{i}": value for i, sample in enumerate(raw_samples) for name, value in sample.items()}
+    np.savez(samples_path, count=len(raw_samples), **arrays)
+    (tmp_path / "pipeline_user.py").write_text(PIPELINE_SCRIPT)
+    user_dir = tmp_path / "user"
+    user_dir.mkdir()
+    env = server.subprocess_env(tmp_path / "hf_home_pipeline", base=trained.env, token_in_env=False)
+    env.pop("PYTHONPATH", None)
+
+    check(run_python([tmp_path / "pipeline_user.py", REPO_ID, samples_path, result_path], env, cwd=user_dir))
+
+    answer = json.loads(result_path.read_text())
+    assert answer["leaked"] == [] and answer["pipeline_module"].startswith("transformers_modules.")
+    for case, present in (("all", ["audio", "image"]), ("audio", ["audio"]), ("image", ["image"])):
+        expected = answer["argmax"][case]
+        for mode in ("single", "batched"):
+            outputs = answer[mode][case]
+            assert [out["predictions"][0]["label"] for out in outputs] == expected, (case, mode)
+            assert all(out["modalities"] == present for out in outputs)
+            # DI-MML's certainty weights: one per present modality's head (+ the fusion head with both), summing to 1.
+            heads = present + (["fusion"] if len(present) == 2 else [])
+            assert all(list(out["head_weights"]) == heads for out in outputs), (case, mode)
+            assert all(abs(sum(out["head_weights"].values()) - 1) < 1e-5 for out in outputs)
+        scores = [[p["score"] for p in out["predictions"]] for out in answer["single"][case]]
+        assert all(len(s) == 3 and s == sorted(s, reverse=True) for s in scores)  # top_k=3, best first
+    # A batch mixing modality subsets comes back in input order, each sample with its own modalities.
+    mixed = answer["mixed"]
+    assert [out["modalities"] for out in mixed] == [["audio"], ["audio", "image"], ["image"]]
+    assert [out["predictions"][0]["label"] for out in mixed] == [
+        answer["argmax"]["audio"][0], answer["argmax"]["all"][1], answer["argmax"]["image"][2]]
+
+
 def test_readme_shows_the_card_snippet(trained):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert "\n## Sharing on the Hub\n" in readme
     section = readme.split("\n## Sharing on the Hub\n", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"```python\n(.*?)\n```", section, re.DOTALL)
-    assert len(blocks) == 1
+    assert len(blocks) == 2  # the card's snippet, then the pipeline
+    assert 'pipeline("multimodal-classification", model=repo_id, trust_remote_code=True)' in blocks[1]
     card_snippet = usage_snippet(trained.card_text)
     readme_snippet = re.sub(r'^repo_id = ".*"$', f'repo_id = "{REPO_ID}"', blocks[0] + "\n", flags=re.MULTILINE)
     assert readme_snippet == card_snippet

@@ -243,3 +243,8 @@ def test_train_script_records_the_selection_in_summary_card_and_plot(tmp_path, m
     card = (output / "README.md").read_text()
     assert "## Model selection" in card and "| `image` encoder |" in card
     assert (output / "training_curves.png").stat().st_size > 0
+    # Each modality's contribution (issue: Shapley values over the subsets) rides along in the summary and the card.
+    test = summary["metrics"]["test"]
+    chance = 1 / 10
+    assert sum(test["modality_shapley"].values()) == pytest.approx(test["accuracy"] - chance)
+    assert "## Modality contribution" in card and (output / "modality_contribution.png").stat().st_size > 0

@@ -31,6 +31,7 @@ from hf_dimml import DIMMLConfig, DIMMLForMultimodalClassification
 from hf_dimml.checkpointing import prepare_output_dir, resolve_resume_checkpoint
 from hf_dimml.data import MultimodalDataCollator
 from hf_dimml.data.presets import DatasetPreset, prepare_dataset
+from hf_dimml.metrics import modality_shapley_values
 from hf_dimml.processing_dimml import DIMMLProcessor
 from hf_dimml.trainer import DIMMLTrainer, DIMMLTrainingArguments, modality_subsets
 
@@ -246,18 +247,34 @@ def build_config(model_args: ModelArguments, preset, label_names: list[str]) -> 
     )
 
 
-def plot_training_curves(log_history: list[dict[str, Any]], modality_names: list[str], path: Path,
-                         model_selection: dict[str, Any] | None = None) -> bool:
-    """Validation accuracy of each head over epochs (the picture of modality competition), with a star where the
-    final model's encoders and the rest of the model were taken (`model_selection`, the trainer's summary). False
-    without matplotlib."""
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, or None (with a warning) where matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        logger.warning("matplotlib is not installed: no training-curves plot (pip install 'hf_dimml[plots]')")
+        logger.warning("matplotlib is not installed: no plots in the output folder (pip install 'hf_dimml[plots]')")
+        return None
+    return plt
+
+
+def _save_figure(plt, figure, path: Path) -> None:
+    figure.tight_layout()
+    temporary = path.with_suffix(".tmp.png")
+    figure.savefig(temporary, dpi=120)
+    plt.close(figure)
+    os.replace(temporary, path)
+
+
+def plot_training_curves(log_history: list[dict[str, Any]], modality_names: list[str], path: Path,
+                         model_selection: dict[str, Any] | None = None) -> bool:
+    """Validation accuracy of each head over epochs (the picture of modality competition), with a star where the
+    final model's encoders and the rest of the model were taken (`model_selection`, the trainer's summary). False
+    without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
         return False
     evals = [entry for entry in log_history if "eval_accuracy" in entry]
     series = {f"{name} alone": f"eval_accuracy_{name}" for name in modality_names}
@@ -280,11 +297,27 @@ def plot_training_curves(log_history: list[dict[str, Any]], modality_names: list
     axis.set_ylabel("validation accuracy")
     axis.grid(alpha=0.3)
     axis.legend()
-    figure.tight_layout()
-    temporary = path.with_suffix(".tmp.png")
-    figure.savefig(temporary, dpi=120)
-    plt.close(figure)
-    os.replace(temporary, path)
+    _save_figure(plt, figure, path)
+    return True
+
+
+def plot_modality_contribution(shapley: dict[str, float], num_classes: int, path: Path) -> bool:
+    """Bar plot of each modality's Shapley value on test accuracy (percentage points above chance). False without
+    matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    names = list(shapley)
+    values = [100 * shapley[name] for name in names]
+    figure, axis = plt.subplots(figsize=(1.6 + 1.1 * len(names), 3))
+    bars = axis.bar(names, values, color=[f"C{index}" for index in range(len(names))])
+    axis.bar_label(bars, fmt="%.1f")
+    axis.margins(y=0.15)  # room for the labels
+    axis.set_ylabel("Shapley value (accuracy points)")
+    axis.set_title(f"Contribution to test accuracy above chance ({100 / num_classes:.1f} %)", fontsize=9)
+    axis.axhline(0, color="black", linewidth=0.8)
+    axis.grid(axis="y", alpha=0.3)
+    _save_figure(plt, figure, path)
     return True
 
 
@@ -430,6 +463,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     push_error = None
     if trainer.is_world_process_zero():
         output_dir = Path(training_args.output_dir)
+        metrics = {"test": strip_prefix(test_metrics, "test"),
+                   "validation": strip_prefix(validation_metrics, "validation")}
+        for split_metrics in metrics.values():
+            # Each modality's Shapley value on accuracy over the modality subsets (empty set: chance).
+            split_metrics["modality_shapley"] = modality_shapley_values(
+                split_metrics["subset_accuracy"], config.modality_names, config.num_labels)
+        contribution_plotted = plot_modality_contribution(
+            metrics["test"]["modality_shapley"], config.num_labels, output_dir / "modality_contribution.png")
         model_selection = trainer.model_selection_summary()
         plotted = plot_training_curves(trainer.state.log_history, config.modality_names,
                                        output_dir / "training_curves.png", model_selection)
@@ -460,9 +501,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "model_selection": model_selection,
             "labels": label_names,
             "subsets": ["+".join(subset) for subset in modality_subsets(config.modality_names)],
-            "metrics": {"test": strip_prefix(test_metrics, "test"),
-                        "validation": strip_prefix(validation_metrics, "validation")},
+            "metrics": metrics,
             "plot": "training_curves.png" if plotted else None,
+            "contribution_plot": "modality_contribution.png" if contribution_plotted else None,
             "repo_id": training_args.hub_model_id,
         }
         write_json_atomic(output_dir / "training_summary.json", summary)
