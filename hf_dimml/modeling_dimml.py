@@ -286,6 +286,18 @@ class DIMMLPreTrainedModel(PreTrainedModel):
         expected = "(batch, " + ", ".join(str(size) for size in shape) + ")"
         if not isinstance(tensor, torch.Tensor):
             raise ValueError(f"modality {spec['name']!r}: expected a tensor of shape {expected}, got {type(tensor)}")
+        if not tensor.is_floating_point():
+            raise ValueError(
+                f"modality {spec['name']!r} ({spec['kind']}): expected a floating-point tensor, got dtype "
+                f"{tensor.dtype} (the processor turns raw inputs, 8-bit images included, into float tensors)"
+            )
+        # Non-finite inputs would give NaN logits (argmax 0) without a word. Checked where it costs no device
+        # synchronisation (CPU tensors, eager: a compiled forward stays one graph); on an accelerator the processor
+        # has already rejected them.
+        if (tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+                and not bool(torch.isfinite(tensor).all())):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"modality {spec['name']!r} ({spec['kind']}): {bad} value(s) are NaN or infinite")
         actual = tuple(tensor.shape)
         if tensor.dim() != len(shape) + 1:
             raise ValueError(

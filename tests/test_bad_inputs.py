@@ -231,6 +231,9 @@ def model() -> DIMMLForMultimodalClassification:
         ({"mfcc": np.zeros((2, 1, 13, 10))}, r"'mfcc'.*expected a tensor"),
         ({"digit": torch.zeros(2, 1, 8, 8), "mfcc": torch.zeros(3, 1, 13, 10)}, r"disagree on batch size"),
         ({"depth": torch.zeros(2, 1)}, r"unknown modality"),
+        ({"digit": torch.zeros(2, 1, 8, 8, dtype=torch.uint8)}, r"'digit'.*floating-point tensor.*torch.uint8"),
+        ({"digit": torch.full((2, 1, 8, 8), NAN)}, r"'digit'.*128 value\(s\) are NaN or infinite"),
+        ({"mfcc": torch.zeros(2, 1, 13, 10).index_fill_(3, torch.tensor([0]), INF)}, r"'mfcc'.*26 value\(s\)"),
     ],
 )
 def test_model_rejects_wrong_shapes_naming_the_modality(model, inputs: dict, message: str) -> None:
