@@ -30,6 +30,13 @@ __all__ = [
     "make_ucf101",
     "make_modelnet40",
     "write_video",
+    "make_ave_official",
+    "make_cremad_official",
+    "make_kinetics_sounds_dmrnet",
+    "make_kinetics_sounds_ogmge",
+    "make_modelnet40_official",
+    "make_ucf101_official",
+    "write_cremad_mla_lists",
 ]
 
 #: Small recipe overrides so that building takes milliseconds: (33, 32) spectrograms, 16x16 frames.
@@ -332,6 +339,21 @@ def make_kinetics_sounds_ogmge(root: Path, labels: Sequence[int] = (0, 2, 10), p
     for name, lines in rows.items():
         (root / name).write_text("\n".join(lines) + "\n")
     return {"train": per_label * len(labels), "test": len(labels)}
+
+
+def make_kinetics_sounds_dmrnet(root: Path, per_class: int = 3) -> dict[str, int]:
+    """DMRNet's Kinetics-Sounds folders: ``class.txt`` (one line, comma-separated names, some with spaces, some
+    with underscores), ``visual/train_img/Image-01-FPS/<class>/<id>/*.jpg`` (``val_img`` for test) and
+    ``audio/{train,test}/<class>/<id>.wav``; class folders spell spaces as underscores."""
+    (root).mkdir(parents=True, exist_ok=True)
+    (root / "class.txt").write_text("blowing nose, bowling, tying_tie,playing bagpipes")
+    for ci, folder in enumerate(("blowing_nose", "bowling", "playing_bagpipes")):
+        for split, image_dir, count in (("train", "train_img", per_class), ("test", "val_img", 1)):
+            for i in range(count):
+                clip = f"{folder[:4]}{ci}{split[:2]}{i}_000010_000020"
+                write_frames(root / "visual" / image_dir / "Image-01-FPS" / folder / clip, 3, seed=ci * 10 + i)
+                write_wav(root / "audio" / split / folder / f"{clip}.wav", seconds=0.3, rate=16000)
+    return {"train": 3 * per_class, "test": 3}
 
 
 def make_ucf101_official(root: Path, classes: Sequence[str] = ("ApplyEyeMakeup", "Archery"), groups: int = 3) -> dict[str, int]:

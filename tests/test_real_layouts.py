@@ -21,6 +21,7 @@ from layouts_writers import (  # noqa: E402
     TINY_AUDIO,
     make_ave_official,
     make_cremad_official,
+    make_kinetics_sounds_dmrnet,
     make_kinetics_sounds_ogmge,
     make_modelnet40_official,
     make_ucf101_official,
@@ -180,6 +181,14 @@ def test_kinetics_sounds_ogmge_lists_and_videos(tmp_path: Path, capsys: pytest.C
     assert recipe["label_names"] == [KS31[0], KS31[2], KS31[10]]
     assert sum(dataset[s].num_rows for s in ("train", "validation")) == counts["train"] + 2
     assert dataset["test"].num_rows == counts["test"]
+
+
+def test_kinetics_sounds_dmrnet_class_folders(tmp_path: Path) -> None:
+    counts = make_kinetics_sounds_dmrnet(tmp_path / "ks")
+    dataset = build_kinetics_sounds(tmp_path / "ks", cache_dir=tmp_path / "cache", recipe=TINY_AV_RECIPE, progress=False)
+    assert dataset["train"].features["labels"].names == ["blowing_nose", "bowling", "playing_bagpipes"]
+    assert sum(dataset[s].num_rows for s in ("train", "validation")) == counts["train"]
+    assert dataset["test"].num_rows == counts["test"] and dataset_recipe(dataset)["skipped"]["count"] == 0
 
 
 def test_kinetics_sounds_constant_label_column_stops_the_build(tmp_path: Path) -> None:

@@ -73,6 +73,7 @@ from hf_dimml.data.lists import (
     parse_cremad_list,
     parse_kinetics_sounds_list,
     read_class_txt,
+    read_dmrnet_folders,
     read_lines,
 )
 from hf_dimml.processing_dimml import (
@@ -779,8 +780,8 @@ def _audio_visual_index(
             clip = {
                 "id": entry.clip_id,
                 "label": label_map[entry.label],
-                audio_name: str(root / audio_dir / f"{entry.clip_id}.wav"),
-                visual_name: str(root / frames_dir / entry.clip_id),
+                audio_name: extra.get("audio", str(root / audio_dir / f"{entry.clip_id}.wav")),
+                visual_name: extra.get("frames", str(root / frames_dir / entry.clip_id)),
             }
             if audio_window and "start" in extra and extra["end"] > extra["start"]:
                 clip["audio_window"] = [extra["start"], extra["end"]]
@@ -940,6 +941,8 @@ def build_kinetics_sounds(
         root/visual/<id>/frame_0000N.jpg         1 fps (OGM-GE; or root/frames/<id>/*.jpg)
         root/class.txt                           optional (DMRNet): the class names, comma-separated; integer
                                                  labels index it
+        (or DMRNet's class folders, without lists: root/visual/train_img/Image-01-FPS/<class>/<id>/,
+         root/visual/val_img/Image-01-FPS/<class>/<id>/ (test), root/audio/{train,test}/<class>/<id>.wav)
 
     ``prepare_dataset.py kinetics_sounds`` writes ``audio/`` and ``visual/`` from ``root/videos/**/<id>.mp4`` first.
     Class names: ``label_names`` if given; else integer labels (sorted numerically) name the entries of
@@ -956,15 +959,20 @@ def build_kinetics_sounds(
     audio_dir = _first_dir(root_path, audio_dir, ("audio", "Audios"))
     frames_dir = _first_dir(root_path, frames_dir, ("visual", "frames", "Image-01-FPS"))
 
+    dmrnet = not (root_path / train_list).is_file() and (root_path / "visual" / "train_img").is_dir()
+
     def make_index():
         lists = {"train": root_path / train_list, "test": root_path / test_list}
-        has_validation = (root_path / validation_list).is_file()
+        has_validation = not dmrnet and (root_path / validation_list).is_file()
         if has_validation:
             lists["validation"] = root_path / validation_list
-        split_entries = {
-            split: parse_kinetics_sounds_list(_require_file(path, f"Kinetics-Sounds {split} list"))
-            for split, path in lists.items()
-        }
+        if dmrnet:  # DMRNet's class folders stand for its lists
+            split_entries = read_dmrnet_folders(root_path)
+        else:
+            split_entries = {
+                split: parse_kinetics_sounds_list(_require_file(path, f"Kinetics-Sounds {split} list"))
+                for split, path in lists.items()
+            }
         labels = {entry.label for entries in split_entries.values() for entry in entries}
         known = None
         if (root_path / "class.txt").is_file():
@@ -998,7 +1006,8 @@ def build_kinetics_sounds(
         modalities=modalities,
         sources={modalities[0]["name"]: "wav", modalities[1]["name"]: "frames"},
         options={
-            "train_list": train_list,
+            "train_list": None if dmrnet else train_list,
+            "dmrnet_class_folders": dmrnet,
             "validation_list": validation_list,
             "test_list": test_list,
             "audio_dir": audio_dir,

@@ -15,7 +15,8 @@ Formats:
   id in a list is kept and the others are dropped, and counted.
 * Kinetics-Sounds (:func:`parse_kinetics_sounds_list`): ``<id>,<label>`` rows (an optional ``id,label`` header) and
   OGM-GE's ``<ytid>_<start>_<end>,10,<int label>`` rows (``my_train.txt`` / ``my_test.txt``; the middle field is the
-  clip length in seconds); DMRNet's ``class.txt`` (:func:`read_class_txt`).
+  clip length in seconds); DMRNet's ``class.txt`` (:func:`read_class_txt`) and its class folders, which stand for
+  its lists (:func:`read_dmrnet_folders`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "parse_cremad_list",
     "parse_kinetics_sounds_list",
     "read_class_txt",
+    "read_dmrnet_folders",
     "read_lines",
 ]
 
@@ -224,3 +226,41 @@ def label_names_for(labels: Iterable[str], known: Sequence[str] | None = None) -
             return [known[n] for n in numbers], mapping
         return [str(n) for n in numbers], {label: str(int(label)) for label in present}
     return present, {label: label for label in present}
+
+
+#: DMRNet's Kinetics-Sounds folders per split: (frames folder, audio folder), each holding ``<class>/`` sub-folders.
+DMRNET_FOLDERS = {
+    "train": ("visual/train_img/Image-01-FPS", "audio/train"),
+    "test": ("visual/val_img/Image-01-FPS", "audio/test"),
+}
+
+
+def read_dmrnet_folders(root: str | Path) -> dict[str, list[ListEntry]]:
+    """DMRNet's Kinetics-Sounds layout, where the class folders are the lists::
+
+        root/class.txt                                           the class names, comma-separated
+        root/visual/train_img/Image-01-FPS/<class>/<id>/*.jpg    train frames (val_img/ for test)
+        root/audio/train/<class>/<id>.wav                        train audio (test/ for test)
+
+    Entries carry their own ``frames`` / ``audio`` paths (``extra``); the label is the class folder, which must be
+    a name of ``class.txt`` (spaces as ``_``).
+    """
+    root = Path(root)
+    names = read_class_txt(root / "class.txt")
+    splits: dict[str, list[ListEntry]] = {}
+    for split, (frames_folder, audio_folder) in DMRNET_FOLDERS.items():
+        base = root / frames_folder
+        entries = []
+        for class_dir in sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []:
+            if class_dir.name not in names:
+                raise ListFormatError(
+                    f"{class_dir}: the class folder {class_dir.name!r} is not in {root / 'class.txt'} ({names})"
+                )
+            for clip_dir in sorted(p for p in class_dir.iterdir() if p.is_dir()):
+                audio = root / audio_folder / class_dir.name / f"{clip_dir.name}.wav"
+                entries.append(
+                    ListEntry(clip_dir.name, class_dir.name, str(clip_dir), (("frames", str(clip_dir)), ("audio", str(audio))))
+                )
+        check_label_column(base, entries, KINETICS_SOUNDS_FORMATS)
+        splits[split] = entries
+    return splits
