@@ -8,7 +8,9 @@ user of the checkpoint needs and nothing else:
 * ``config.json`` (with ``auto_map``) and the ``*.py`` files ``save_pretrained`` copied next to it for
   ``trust_remote_code``, plus the processor files (``preprocessor_config.json``, ...);
 * ``README.md``, the model card, (re)generated from ``training_summary.json`` when present, and the
-  image files the card embeds (the training-curve plots).
+  image files the card embeds (the training-curve plots);
+* ``.eval_results/<dataset>_<split>.yaml``, the Hub's newer results format with the numbers of the
+  card's ``model-index``, built from ``training_summary.json`` in memory (never written locally).
 
 Never uploaded: optimizer/scheduler/RNG states, ``trainer_state.json``, ``training_args.bin``,
 ``checkpoint-*/`` folders, ``runs/`` logs, caches, and any pickle (``*.bin``, ``*.pt``, ``*.pth``,
@@ -30,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, get_token
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-from .model_card import SUMMARY_FILENAME, write_model_card
+from .model_card import SUMMARY_FILENAME, eval_results_files, load_training_summary, write_model_card
 
 __all__ = [
     "DEFAULT_COMMIT_MESSAGE",
@@ -291,6 +293,8 @@ def push_to_hub(
         # The card is built in memory and uploaded from there: the folder stays as it is until the commit exists.
         card = _render_model_card(folder, full_repo_id) if write_card and summary_exists else None
         files = select_files_to_upload(folder, card=card)
+        # The Hub's newer results format, the same numbers as the card's model-index; uploaded from memory.
+        eval_results = eval_results_files(load_training_summary(folder)) if summary_exists else {}
         # The commit is made on top of this head (parent_commit), so that the deletions below are those of the
         # files it holds and a concurrent commit makes this one fail instead of being merged blindly.
         head = api.repo_info(full_repo_id, repo_type="model").sha
@@ -301,6 +305,8 @@ def push_to_hub(
         for path in files:
             source = card.encode("utf-8") if card is not None and path == "README.md" else str(folder / path)
             operations.append(CommitOperationAdd(path_in_repo=path, path_or_fileobj=source))
+        operations += [CommitOperationAdd(path_in_repo=path, path_or_fileobj=text.encode("utf-8"))
+                       for path, text in eval_results.items()]
         commit_url = api.create_commit(
             full_repo_id, operations, commit_message=commit_message, repo_type="model", parent_commit=head
         ).commit_url

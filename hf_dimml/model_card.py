@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import sysconfig
 from collections.abc import Mapping
@@ -42,6 +43,7 @@ __all__ = [
     "TEMPLATE_ENV_VAR",
     "TEMPLATE_NAME",
     "build_model_card",
+    "eval_results_files",
     "eval_results_from_summary",
     "find_model_card_template",
     "load_training_summary",
@@ -231,47 +233,72 @@ def _model_name(summary: Mapping[str, Any], repo_id: str | None) -> str:
     return f"{summary['method']}-{dataset}" if dataset else f"hf_dimml-{summary['method']}"
 
 
+def _reported_results(summary: Mapping[str, Any]):
+    """Every reported result, per split: ``(split, key, metric_type, label, metric_args, subset, value)``.
+
+    The one source of both the card's ``model-index`` and the ``.eval_results`` files: full-modality
+    accuracy and macro-F1, each modality's accuracy (and macro-F1), the shared classifier's and the
+    fusion head's, and the accuracy of each subset of available modalities (``subset`` names it).
+    """
+    modality_names = [m["name"] for m in summary.get("modalities") or []]
+    for split, metrics in _split_metrics(summary):
+        for key, metric_type, label, metric_args in _metric_rows(metrics, modality_names):
+            yield split, key, metric_type, label, metric_args, None, float(metrics[key])
+        for subset, value in (metrics.get("subset_accuracy") or {}).items():
+            if _is_number(value):
+                yield (split, f"accuracy_subset_{subset}", "accuracy", f"Accuracy (inputs: {subset})", None, subset,
+                       float(value))
+
+
 def eval_results_from_summary(summary: Mapping[str, Any]) -> list[EvalResult]:
-    """One :class:`EvalResult` per reported metric: full-modality accuracy and macro-F1, each
-    modality's accuracy, the fusion head's, and the accuracy for each subset of available modalities
-    (``metric_config`` names the subset), for every split in ``summary["metrics"]``."""
+    """One :class:`EvalResult` per reported metric (see :func:`_reported_results`), for every split in
+    ``summary["metrics"]``; ``metric_config`` names the modality subset of a subset's accuracy."""
     dataset = summary.get("dataset") or {}
     dataset_type = dataset.get("name") or "unknown"
     dataset_config = dataset.get("config") or None
     dataset_pretty = f"{dataset_type} ({dataset_config})" if dataset_config else dataset_type
-    modality_names = [m["name"] for m in summary.get("modalities") or []]
-    results: list[EvalResult] = []
-    for split, metrics in _split_metrics(summary):
-        common = dict(
+    return [
+        EvalResult(
             task_type=TASK_TYPE,
             task_name=TASK_NAME,
             dataset_type=dataset_type,
             dataset_name=dataset_pretty,
             dataset_config=dataset_config,
             dataset_split=split,
+            metric_type=metric_type,
+            metric_value=value,
+            metric_name=label,
+            metric_args=metric_args,
+            metric_config=subset,
         )
-        for key, metric_type, label, metric_args in _metric_rows(metrics, modality_names):
-            results.append(
-                EvalResult(
-                    **common,
-                    metric_type=metric_type,
-                    metric_value=float(metrics[key]),
-                    metric_name=label,
-                    metric_args=metric_args,
-                )
-            )
-        for subset, value in (metrics.get("subset_accuracy") or {}).items():
-            if _is_number(value):
-                results.append(
-                    EvalResult(
-                        **common,
-                        metric_type="accuracy",
-                        metric_value=float(value),
-                        metric_name=f"Accuracy (inputs: {subset})",
-                        metric_config=subset,
-                    )
-                )
-    return results
+        for split, _, metric_type, label, metric_args, subset, value in _reported_results(summary)
+    ]
+
+
+def eval_results_files(summary: Mapping[str, Any]) -> dict[str, str]:
+    """The Hub's ``.eval_results/*.yaml`` files for a checkpoint, path in the repo -> YAML text.
+
+    One file per split (``.eval_results/<dataset>_<split>.yaml``), one entry per result of the card's
+    ``model-index``, with the same values: ``dataset.id`` is the dataset, ``task_id`` the summary's
+    name of the metric (e.g. ``accuracy``, ``accuracy_audio``, ``accuracy_subset_audio+image``) and
+    ``notes`` the card's, with the split.
+    """
+    import yaml
+    from huggingface_hub import EvalResultEntry, eval_result_entries_to_yaml
+
+    dataset_id = str((summary.get("dataset") or {}).get("name") or "unknown")
+    entries: dict[str, list[EvalResultEntry]] = {}
+    for split, key, _, label, _, _, value in _reported_results(summary):
+        entries.setdefault(split, []).append(
+            EvalResultEntry(dataset_id=dataset_id, task_id=key, value=value, notes=f"{label}, {split} split")
+        )
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset_id)
+    return {
+        f".eval_results/{stem}_{split}.yaml": yaml.safe_dump(
+            eval_result_entries_to_yaml(split_entries), sort_keys=False, allow_unicode=True
+        )
+        for split, split_entries in entries.items()
+    }
 
 
 def _format_value(value: Any) -> str:

@@ -41,6 +41,8 @@ EXPECTED_UPLOAD = {
     "training_curves.png",
 }
 
+# Built from training_summary.json at push time: on the Hub, never in the folder.
+EVAL_RESULTS_UPLOAD = {".eval_results/av_digits_test.yaml", ".eval_results/av_digits_validation.yaml"}
 SUMMARY = {
     "method": "dimml",
     "method_hyperparameters": {
@@ -135,7 +137,8 @@ def test_push_uploads_exactly_the_checkpoint_and_downloads_identical_bytes(hub, 
 
     assert commit_url == f"{hub.endpoint}/{REPO_ID}/commit/{hub.commits(REPO_ID)[-1].oid}"
     remote = hub.files(REPO_ID)
-    assert set(remote) - {".gitattributes"} == EXPECTED_UPLOAD  # .gitattributes: made by the Hub at creation
+    # .gitattributes: made by the Hub at creation
+    assert set(remote) - {".gitattributes"} == EXPECTED_UPLOAD | EVAL_RESULTS_UPLOAD
     # Generating the card wrote README.md and nothing else.
     assert {k: v for k, v in folder_digest(output_dir).items() if k != "README.md"} == weights_before
     # The real client downloads exactly the local bytes, one file and the whole snapshot.
@@ -143,7 +146,8 @@ def test_push_uploads_exactly_the_checkpoint_and_downloads_identical_bytes(hub, 
     assert Path(single).read_bytes() == (output_dir / "model.safetensors").read_bytes()
     snapshot = Path(snapshot_download(REPO_ID, cache_dir=tmp_path / "cache2"))
     downloaded = {str(p.relative_to(snapshot)) for p in snapshot.rglob("*") if p.is_file()}
-    assert downloaded - {".gitattributes"} == EXPECTED_UPLOAD
+    assert downloaded - {".gitattributes"} == EXPECTED_UPLOAD | EVAL_RESULTS_UPLOAD
+    assert not (output_dir / ".eval_results").exists()
     for name in EXPECTED_UPLOAD:
         assert (snapshot / name).read_bytes() == (output_dir / name).read_bytes(), name
     # The endpoints the client used for that (see hub_server's docstring).

@@ -55,6 +55,8 @@ USER_FILES = {
     "processing_dimml.py",
     "training_curves.png",
 }
+# The Hub's newer results format, built from training_summary.json at push time (not local files).
+EVAL_RESULTS_FILES = {".eval_results/av_digits_test.yaml", ".eval_results/av_digits_validation.yaml"}
 NEVER_UPLOADED = re.compile(
     r"(^|/)(optimizer\.pt|scheduler\.pt|rng_state.*|training_args\.bin|trainer_state\.json|training_summary\.json)$"
     r"|^(checkpoint-\d+|runs)/|\.(bin|pt|pth|pkl)$"
@@ -292,7 +294,7 @@ def test_train_push_uploads_exactly_what_a_user_needs(server, trained):
     assert [c.title for c in commits] == ["initial commit", "Upload hf_dimml model"]  # pushed once, by hf_dimml.hub
     assert f"pushed to {server.endpoint}/{REPO_ID}/commit/{commits[-1].oid}" in trained.log
     remote = trained.remote
-    assert set(remote) - {".gitattributes"} == USER_FILES
+    assert set(remote) - {".gitattributes"} == USER_FILES | EVAL_RESULTS_FILES
     assert not [path for path in remote if NEVER_UPLOADED.search(path)]
     for name in USER_FILES:  # byte-identical to the local checkpoint (the card included: regenerated identically)
         assert remote[name] == (trained.output / name).read_bytes(), name
@@ -324,6 +326,23 @@ def test_pushed_card_holds_the_run_results_and_shows_the_plot(trained):
     assert trained.summary["plot"] == "training_curves.png"
     assert "![training curves](training_curves.png)" in card_text
     assert trained.remote["training_curves.png"][:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_results_files_parse_and_hold_the_card_numbers(trained):
+    import yaml
+    from huggingface_hub import parse_eval_result_entries
+
+    metadata = card_metadata(trained.card_text)
+    for split in ("test", "validation"):
+        entries = parse_eval_result_entries(yaml.safe_load(trained.remote[f".eval_results/av_digits_{split}.yaml"]))
+        assert {entry.dataset_id for entry in entries} == {"av_digits"}
+        by_task = {entry.task_id: entry.value for entry in entries}
+        metrics = trained.summary["metrics"][split]
+        assert by_task["accuracy"] == metrics["accuracy"] and by_task["macro_f1"] == metrics["macro_f1"]
+        assert by_task["accuracy_subset_audio+image"] == metrics["subset_accuracy"]["audio+image"]
+        # The same numbers as the model-index of the card, one entry per result.
+        reported = reported_metrics(metadata, split)
+        assert {entry.notes.removesuffix(f", {split} split"): entry.value for entry in entries} == reported
 
 
 def test_card_snippet_predicts_without_hf_dimml_like_the_local_model(server, trained, raw_samples, tmp_path):
@@ -439,7 +458,7 @@ def test_push_script_updates_the_repo_after_retraining_and_editing_the_card(serv
     assert [c.title for c in commits[-2:]] == [first.title, "Retrain with seed 1"]
     assert result.stdout.strip().splitlines()[-1] == f"{server.endpoint}/{REPO_ID}/commit/{commits[-1].oid}"
     remote = server.files(REPO_ID)
-    assert set(remote) - {".gitattributes"} == USER_FILES
+    assert set(remote) - {".gitattributes"} == USER_FILES | EVAL_RESULTS_FILES
     for name in USER_FILES:
         assert remote[name] == (folder / name).read_bytes(), name
     card_text = remote["README.md"].decode("utf-8")
@@ -469,7 +488,7 @@ def test_push_script_updates_the_repo_after_retraining_and_editing_the_card(serv
         assert cli.main(argv) == 0
     assert server.commits(REPO_ID)[-1].title == "Edit card"
     assert server.files(REPO_ID)["README.md"].decode("utf-8") == edited == (folder / "README.md").read_text()
-    assert set(server.files(REPO_ID)) - {".gitattributes"} == USER_FILES
+    assert set(server.files(REPO_ID)) - {".gitattributes"} == USER_FILES | EVAL_RESULTS_FILES
 
 
 def _load_push_cli():
