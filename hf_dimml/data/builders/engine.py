@@ -1,6 +1,6 @@
-"""Dataset builders: community layouts on local disk -> cached ``datasets.DatasetDict``.
+"""The cache engine of the dataset builders: community layouts on local disk -> cached ``datasets.DatasetDict``.
 
-Each ``build_<name>(root, cache_dir=None, recipe=None, ...)`` reads a local folder in the layout
+Each ``build_<name>(root, cache_dir=None, recipe=None, ...)`` (one module per dataset in this package) reads a local folder in the layout
 its community distributes (documented per builder), checks it, decodes it once and caches it
 with ``save_to_disk``: written to a temporary directory first and moved in place with
 ``os.replace``, so a cache directory is either complete or absent. A second call with the same
@@ -43,12 +43,12 @@ reported in a warning at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import logging
 import os
-import re
 import shutil
 import struct
 import tempfile
@@ -63,19 +63,7 @@ from datasets.arrow_writer import ArrowWriter
 from PIL import Image
 from tqdm.auto import tqdm
 
-from hf_dimml.data.lists import (
-    CREMAD_LABELS,
-    KINETICS_SOUNDS_31,
-    ListEntry,
-    ListFormatError,
-    label_names_for,
-    parse_ave_list,
-    parse_cremad_list,
-    parse_kinetics_sounds_list,
-    read_class_txt,
-    read_dmrnet_folders,
-    read_lines,
-)
+from hf_dimml.data.lists import ListEntry, ListFormatError, label_names_for
 from hf_dimml.processing_dimml import (
     DIMMLProcessor,
     audio_read_seconds,
@@ -85,24 +73,8 @@ from hf_dimml.processing_dimml import (
     spectrogram_shape,
 )
 
-__all__ = [
-    "BUILDER_VERSION",
-    "CREMAD_LABELS",
-    "DATASET_BUILDERS",
-    "DEFAULT_MODALITIES",
-    "build_ave",
-    "build_cremad",
-    "build_dataset",
-    "build_kinetics_sounds",
-    "build_modelnet40",
-    "build_ucf101",
-    "dataset_recipe",
-    "load_user_dataset",
-    "processor_from_dataset",
-    "stratified_holdout",
-]
-
 logger = logging.getLogger(__name__)
+
 
 #: Bumped whenever what a builder writes changes, so stale caches are never reused.
 BUILDER_VERSION = "2"
@@ -451,23 +423,35 @@ def _cache_key(payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+@dataclasses.dataclass(frozen=True)
+class BuildSettings:
+    """What every builder passes to the engine unchanged: the cache (``cache_dir``, ``force_rebuild``), what a bad
+    clip does (``on_missing``), how images are checked and stored (``verify_images``, ``max_frames``,
+    ``max_short_side``) and the progress bar."""
+
+    cache_dir: str | os.PathLike | None
+    force_rebuild: bool
+    on_missing: str
+    verify_images: bool
+    max_frames: int | None
+    max_short_side: int | None
+    progress: bool
+
+
 def _build_cached(
     name: str,
     root: Path,
+    settings: BuildSettings,
     *,
-    cache_dir: str | os.PathLike | None,
-    force_rebuild: bool,
     modalities: list[dict[str, Any]],
     sources: Mapping[str, str],
     options: Mapping[str, Any],
     make_index: Callable[[], tuple[dict[str, list[dict[str, Any]]], list[str], dict[str, Any], list[dict[str, str]]]],
-    on_missing: str,
-    verify_images: bool,
-    max_frames: int | None,
-    max_short_side: int | None,
-    progress: bool,
 ) -> datasets.DatasetDict:
     """Reload ``name`` from its cache, or index, decode, write and cache it (atomically)."""
+    cache_dir, force_rebuild, on_missing, verify_images, max_frames, max_short_side, progress = (
+        dataclasses.astuple(settings)
+    )
     _check_on_missing(on_missing)
     if max_frames is not None and max_frames < max((m.get("num_frames") or 1) for m in modalities):
         raise ValueError(f"{name}: max_frames={max_frames} is below a modality's num_frames")
@@ -626,127 +610,10 @@ def _check_disjoint(name: str, index: Mapping[str, list[dict[str, Any]]]) -> Non
             seen[clip["id"]] = split
 
 
-# --------------------------------------------------------------------------------------------
-# CREMA-D
-# --------------------------------------------------------------------------------------------
-
-
-def build_cremad(
-    root: str | os.PathLike,
-    cache_dir: str | os.PathLike | None = None,
-    recipe: Mapping[str, Mapping[str, Any]] | None = None,
-    *,
-    train_list: str = "train.csv",
-    test_list: str = "test.csv",
-    audio_dir: str = "AudioWAV",
-    frames_dir: str = "Image-01-FPS",
-    validation_fraction: float = 0.1,
-    seed: int = 0,
-    on_missing: _OnMissing = "error",
-    verify_images: bool = True,
-    max_frames: int | None = None,
-    max_short_side: int | None = None,
-    force_rebuild: bool = False,
-    progress: bool = True,
-) -> datasets.DatasetDict:
-    """CREMA-D (6 emotions) as audio spectrograms + video frames, in the OGM-GE / DI-MML layout::
-
-        root/AudioWAV/<clip>.wav                 e.g. 1001_DFA_ANG_XX.wav (the official download)
-        root/Image-01-FPS/<clip>/*.jpg           frames at 1 fps (``hf_dimml.data.extraction`` writes them from
-                                                 root/VideoFlash/<clip>.flv: prepare_dataset.py cremad)
-        root/train.csv, root/test.csv            rows "<clip>,<LABEL>", LABEL in NEU HAP SAD FEA DIS ANG (the
-                                                 OGM-GE / DI-MML lists: 6,698 / 744 rows; UTF-8 BOM, CRLF and a
-                                                 header accepted), or MLA's "<clip>.flv <Emotion>" lines
-
-    Clips named before the 2022 rename (``1040_ITH_SAD_X``) are found under either name, and counted
-    (``list_notes.renamed_clips`` of the recipe).
-
-    Modalities ``audio`` and ``visual`` (see ``DEFAULT_MODALITIES["cremad"]``; ``recipe``
-    overrides them by name). Validation: a class-stratified ``validation_fraction`` of train,
-    drawn with ``seed``. File names can be overridden with the keyword arguments.
-    """
-    root_path = Path(root)
-    modalities = _resolve_modalities("cremad", recipe)
-    audio_name, visual_name = (m["name"] for m in modalities)
-
-    def make_index():
-        skipped: list[dict[str, str]] = []
-        lists = {"train": root_path / train_list, "test": root_path / test_list}
-        index: dict[str, list[dict[str, Any]]] = {}
-        _require_dir(root_path / audio_dir, "CREMA-D audio folder")
-        _require_dir(root_path / frames_dir, "CREMA-D frames folder")
-        # Copies from before the 2022 rename name a few clips with a one-letter level ("1040_ITH_SAD_X"), the
-        # lists (or the other modality's folder) with the new one ("..._XX"), or the other way round.
-        renamed: set[str] = set()
-
-        def on_disk(folder: Path, clip_id: str, suffix: str) -> str:
-            path = folder / f"{clip_id}{suffix}"
-            if not path.exists():
-                other = re.sub(r"_X$", "_XX", clip_id) if clip_id.endswith("_X") else re.sub(r"_XX$", "_X", clip_id)
-                if other != clip_id and (folder / f"{other}{suffix}").exists():
-                    renamed.add(clip_id)
-                    return str(folder / f"{other}{suffix}")
-            return str(path)
-
-        for split, list_path in lists.items():
-            _require_file(list_path, f"CREMA-D {split} split list")
-            index[split] = [
-                {
-                    "id": entry.clip_id,
-                    "label": entry.label,
-                    audio_name: on_disk(root_path / audio_dir, entry.clip_id, ".wav"),
-                    visual_name: on_disk(root_path / frames_dir, entry.clip_id, ""),
-                }
-                for entry in parse_cremad_list(list_path)
-            ]
-        _check_disjoint("cremad", index)
-        for split in list(index):
-            index[split] = _index_missing(
-                "cremad",
-                index[split],
-                {audio_name: os.path.isfile, visual_name: os.path.isdir},
-                on_missing,
-                skipped,
-                split,
-            )
-        train, validation = _carve_validation(index["train"], validation_fraction, seed)
-        provenance = {
-            "validation": {"source": "train", "fraction": validation_fraction, "seed": seed, "stratified_by": "label"},
-            "list_notes": {"renamed_clips": len(renamed)},
-        }
-        return (
-            {"train": train, "validation": validation, "test": index["test"]},
-            list(CREMAD_LABELS),
-            provenance,
-            skipped,
-        )
-
-    return _build_cached(
-        "cremad",
-        root_path,
-        cache_dir=cache_dir,
-        force_rebuild=force_rebuild,
-        modalities=modalities,
-        sources={audio_name: "wav", visual_name: "frames"},
-        options={
-            "train_list": train_list,
-            "test_list": test_list,
-            "audio_dir": audio_dir,
-            "frames_dir": frames_dir,
-            "validation_fraction": validation_fraction,
-            "seed": seed,
-        },
-        make_index=make_index,
-        on_missing=on_missing,
-        verify_images=verify_images,
-        max_frames=max_frames,
-        max_short_side=max_short_side,
-        progress=progress,
-    )
 
 
 # --------------------------------------------------------------------------------------------
-# AVE and Kinetics-Sounds: id lists + audio/<id>.wav + frames/<id>/*.jpg
+# Audio-visual datasets (AVE, Kinetics-Sounds): list entries -> audio/<id>.wav + frames/<id>/
 # --------------------------------------------------------------------------------------------
 
 
@@ -828,479 +695,6 @@ def _label_map(
     return names, mapping
 
 
-def build_ave(
-    root: str | os.PathLike,
-    cache_dir: str | os.PathLike | None = None,
-    recipe: Mapping[str, Mapping[str, Any]] | None = None,
-    *,
-    lists: Mapping[str, str] | None = None,
-    audio_dir: str | None = None,
-    frames_dir: str | None = None,
-    label_names: Sequence[str] | None = None,
-    crop_audio_to_event: bool = True,
-    on_missing: _OnMissing = "skip",
-    verify_images: bool = True,
-    max_frames: int | None = None,
-    max_short_side: int | None = None,
-    force_rebuild: bool = False,
-    progress: bool = True,
-) -> datasets.DatasetDict:
-    """AVE (Audio-Visual Event, 28 classes) from the official ``AVE_Dataset`` folder::
-
-        root/trainSet.txt, root/valSet.txt, root/testSet.txt
-            lines "Category&VideoID&Quality&StartTime&EndTime" (UTF-8 BOM, CRLF and a header accepted)
-        root/Audios/<VideoID>.wav                the whole sound track (DI-MML's layout; or root/audio/)
-        root/Image-01-FPS-SE/<VideoID>/*.jpg     frames at 1 fps within StartTime..EndTime (DI-MML; or root/frames/)
-
-    ``prepare_dataset.py ave`` writes ``Audios/`` and ``Image-01-FPS-SE/`` from ``root/AVE/<VideoID>.mp4`` first
-    (:mod:`hf_dimml.data.extraction`). The audio is cropped to [StartTime, EndTime) before the spectrogram, as
-    DI-MML's ``extractWav_SE`` does (``crop_audio_to_event=False``: the first seconds of the whole track).
-
-    Repeated ids, as in the official lists: within a list the first line of an id is kept and later ones are dropped
-    (DI-MML's ``AVEDataset`` appends a clip only once); a clip listed in two splits is kept in the later split
-    (test over validation over train; the reference would train on it as well); both are counted in the recipe's
-    ``list_notes``. Label names are the sorted categories of the lists unless ``label_names`` is given. Missing clips
-    are skipped by default (several YouTube videos are gone), counted and reported.
-    """
-    root_path = Path(root)
-    modalities = _resolve_modalities("ave", recipe)
-    split_lists = dict(lists or {"train": "trainSet.txt", "validation": "valSet.txt", "test": "testSet.txt"})
-    audio_dir = _first_dir(root_path, audio_dir, ("Audios", "audio"))
-    frames_dir = _first_dir(root_path, frames_dir, ("Image-01-FPS-SE", "frames", "Image-01-FPS"))
-
-    def make_index():
-        split_entries: dict[str, list[ListEntry]] = {}
-        notes: dict[str, Any] = {}
-        for split, file_name in split_lists.items():
-            entries, notes[split] = parse_ave_list(_require_file(root_path / file_name, f"AVE {split} list"))
-            split_entries[split] = entries
-        names, mapping = _label_map("ave", split_entries, label_names, expected_classes=28)
-        index, skipped, dropped = _audio_visual_index(
-            "ave", root_path, split_entries, mapping, modalities, audio_dir, frames_dir, on_missing,
-            audio_window=crop_audio_to_event, cross_split="later",
-        )  # fmt: skip
-        notes["cross_split_duplicates_dropped"] = dropped
-        repeated = sum(n["duplicate_lines"] for n in notes.values() if isinstance(n, dict)) + dropped
-        if repeated:
-            logger.warning("ave: %d repeated list line(s) dropped as the reference does (see list_notes)", repeated)
-        provenance = {"validation": {"source": split_lists.get("validation", "?")}, "list_notes": notes}
-        return index, names, provenance, skipped
-
-    return _build_cached(
-        "ave",
-        root_path,
-        cache_dir=cache_dir,
-        force_rebuild=force_rebuild,
-        modalities=modalities,
-        sources={modalities[0]["name"]: "wav", modalities[1]["name"]: "frames"},
-        options={
-            "lists": split_lists,
-            "audio_dir": audio_dir,
-            "frames_dir": frames_dir,
-            "label_names": label_names,
-            "crop_audio_to_event": crop_audio_to_event,
-        },
-        make_index=make_index,
-        on_missing=on_missing,
-        verify_images=verify_images,
-        max_frames=max_frames,
-        max_short_side=max_short_side,
-        progress=progress,
-    )
-
-
-def build_kinetics_sounds(
-    root: str | os.PathLike,
-    cache_dir: str | os.PathLike | None = None,
-    recipe: Mapping[str, Mapping[str, Any]] | None = None,
-    *,
-    train_list: str | None = None,
-    validation_list: str | None = None,
-    test_list: str | None = None,
-    audio_dir: str | None = None,
-    frames_dir: str | None = None,
-    label_names: Sequence[str] | None = None,
-    validation_fraction: float = 0.1,
-    seed: int = 0,
-    on_missing: _OnMissing = "skip",
-    verify_images: bool = True,
-    max_frames: int | None = None,
-    max_short_side: int | None = None,
-    force_rebuild: bool = False,
-    progress: bool = True,
-) -> datasets.DatasetDict:
-    """Kinetics-Sounds (a subset of Kinetics-400; the circulating lists have 31 or 33 classes) from extracted audio
-    and frames::
-
-        root/my_train.txt, root/my_test.txt      OGM-GE's lists: "<ytid>_<start>_<end>,10,<integer label>" (the 10 is
-                                                 the clip length), 31 classes
-        (or root/train.csv, root/test.csv        rows "<id>,<label>", an "id,label" header skipped)
-        root/val.csv                             optional; else a stratified validation split is carved
-                                                 out of train (validation_fraction, seed)
-        root/audio/<id>.wav                      16 kHz (OGM-GE)
-        root/visual/<id>/frame_0000N.jpg         1 fps (OGM-GE; or root/frames/<id>/*.jpg)
-        root/class.txt                           optional (DMRNet): the class names, comma-separated; integer
-                                                 labels index it
-        (or DMRNet's class folders, without lists: root/visual/train_img/Image-01-FPS/<class>/<id>/,
-         root/visual/val_img/Image-01-FPS/<class>/<id>/ (test), root/audio/{train,test}/<class>/<id>.wav)
-
-    ``prepare_dataset.py kinetics_sounds`` writes ``audio/`` and ``visual/`` from ``root/videos/**/<id>.mp4`` first.
-    Class names: ``label_names`` if given; else integer labels (sorted numerically) name the entries of
-    ``class.txt`` when present, else of the 31-class list of the OGM-GE line
-    (:data:`hf_dimml.data.lists.KINETICS_SOUNDS_31`, alphabetical) when they are 0..30, else stay numbers;
-    string labels are sorted. The class count follows the lists. Missing clips are skipped by default (Kinetics
-    videos disappear from YouTube), counted and reported.
-    """
-    root_path = Path(root)
-    modalities = _resolve_modalities("kinetics_sounds", recipe)
-    train_list = _first_file(root_path, train_list, ("my_train.txt", "train.csv", "train.txt"))
-    test_list = _first_file(root_path, test_list, ("my_test.txt", "test.csv", "test.txt"))
-    validation_list = _first_file(root_path, validation_list, ("val.csv", "my_val.txt", "val.txt"))
-    audio_dir = _first_dir(root_path, audio_dir, ("audio", "Audios"))
-    frames_dir = _first_dir(root_path, frames_dir, ("visual", "frames", "Image-01-FPS"))
-
-    dmrnet = not (root_path / train_list).is_file() and (root_path / "visual" / "train_img").is_dir()
-
-    def make_index():
-        lists = {"train": root_path / train_list, "test": root_path / test_list}
-        has_validation = not dmrnet and (root_path / validation_list).is_file()
-        if has_validation:
-            lists["validation"] = root_path / validation_list
-        if dmrnet:  # DMRNet's class folders stand for its lists
-            split_entries = read_dmrnet_folders(root_path)
-        else:
-            split_entries = {
-                split: parse_kinetics_sounds_list(_require_file(path, f"Kinetics-Sounds {split} list"))
-                for split, path in lists.items()
-            }
-        labels = {entry.label for entries in split_entries.values() for entry in entries}
-        known = None
-        if (root_path / "class.txt").is_file():
-            known = read_class_txt(root_path / "class.txt")
-        elif all(label.isdigit() and int(label) < len(KINETICS_SOUNDS_31) for label in labels):
-            known = KINETICS_SOUNDS_31
-        names, mapping = _label_map("kinetics_sounds", split_entries, label_names, expected_classes=31, known=known)
-        index, skipped, _ = _audio_visual_index(
-            "kinetics_sounds", root_path, split_entries, mapping, modalities, audio_dir, frames_dir, on_missing
-        )
-        if has_validation:
-            provenance = {"validation": {"source": validation_list}}
-        else:
-            index["train"], index["validation"] = _carve_validation(index["train"], validation_fraction, seed)
-            provenance = {
-                "validation": {
-                    "source": "train",
-                    "fraction": validation_fraction,
-                    "seed": seed,
-                    "stratified_by": "label",
-                }
-            }
-        ordered = {split: index[split] for split in SPLITS}
-        return ordered, names, provenance, skipped
-
-    return _build_cached(
-        "kinetics_sounds",
-        root_path,
-        cache_dir=cache_dir,
-        force_rebuild=force_rebuild,
-        modalities=modalities,
-        sources={modalities[0]["name"]: "wav", modalities[1]["name"]: "frames"},
-        options={
-            "train_list": None if dmrnet else train_list,
-            "dmrnet_class_folders": dmrnet,
-            "validation_list": validation_list,
-            "test_list": test_list,
-            "audio_dir": audio_dir,
-            "frames_dir": frames_dir,
-            "label_names": label_names,
-            "validation_fraction": validation_fraction,
-            "seed": seed,
-        },
-        make_index=make_index,
-        on_missing=on_missing,
-        verify_images=verify_images,
-        max_frames=max_frames,
-        max_short_side=max_short_side,
-        progress=progress,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# UCF101
-# --------------------------------------------------------------------------------------------
-
-_UCF_GROUP = re.compile(r"_g(\d+)_c\d+$")
-
-
-def build_ucf101(
-    root: str | os.PathLike,
-    cache_dir: str | os.PathLike | None = None,
-    recipe: Mapping[str, Mapping[str, Any]] | None = None,
-    *,
-    split: int = 1,
-    lists_dir: str = "ucfTrainTestlist",
-    rgb_dir: str | None = None,
-    flow_dir: str | None = None,
-    validation_fraction: float = 0.1,
-    seed: int = 0,
-    on_missing: _OnMissing = "error",
-    verify_images: bool = True,
-    max_frames: int | None = None,
-    max_short_side: int | None = None,
-    force_rebuild: bool = False,
-    progress: bool = True,
-) -> datasets.DatasetDict:
-    """UCF101 (101 actions) as RGB frames + TV-L1 optical flow, official split ``split`` (1..3)::
-
-        root/ucfTrainTestlist/classInd.txt       "<index> <ClassName>", index from 1
-        root/ucfTrainTestlist/trainlist01.txt    "<ClassName>/<video>.avi <index>"
-        root/ucfTrainTestlist/testlist01.txt     "<ClassName>/<video>.avi"
-            (the lists may also lie directly in root)
-        root/jpegs_256/<video>/frame000001.jpg   RGB frames (feichtenhofer's download; or root/rgb/, also
-                                                 root/rgb/<ClassName>/<video>/)
-        root/tvl1_flow/u/<video>/frame000001.jpg horizontal flow, one grey JPEG per frame pair (one fewer than
-                                                 RGB; or root/flow/u/)
-        root/tvl1_flow/v/<video>/*.jpg           vertical flow (same count as u)
-
-    From the official ``root/UCF-101/<ClassName>/<video>.avi``, ``prepare_dataset.py ucf101`` writes
-    ``jpegs_256/`` and, when no flow folder exists, ``tvl1_flow/`` (:mod:`hf_dimml.data.extraction`) first.
-
-    ``<video>`` is the list entry's file name without extension (``v_ApplyEyeMakeup_g08_c01``).
-    Modalities ``rgb`` and ``flow`` (2 channels u, v). Validation: ``validation_fraction`` of
-    train, stratified by class and holding out whole groups (``_gXX_``: clips of one source video
-    are never split between train and validation).
-    """
-    root_path = Path(root)
-    modalities = _resolve_modalities("ucf101", recipe)
-    rgb_name, flow_name = (m["name"] for m in modalities)
-    rgb_dir = _first_dir(root_path, rgb_dir, ("jpegs_256", "rgb"))
-    flow_dir = _first_dir(root_path, flow_dir, ("tvl1_flow", "flow"))
-
-    def video_dir(base: Path, class_name: str, video: str) -> Path:
-        flat = base / video
-        return flat if flat.is_dir() or not (base / class_name / video).is_dir() else base / class_name / video
-
-    def make_index():
-        lists_path = root_path / lists_dir if (root_path / lists_dir).is_dir() else root_path
-        class_file = _require_file(lists_path / "classInd.txt", "UCF101 class index")
-        classes: dict[int, str] = {}
-        for line_number, line in read_lines(class_file):
-            fields = line.split()
-            if len(fields) != 2 or not fields[0].isdigit():
-                raise ValueError(f"{class_file}:{line_number}: expected '<index> <ClassName>', got {line!r}")
-            classes[int(fields[0])] = fields[1]
-        names = [classes[i] for i in sorted(classes)]
-        _require_dir(root_path / rgb_dir, "UCF101 RGB frames folder")
-        for direction in ("u", "v"):
-            _require_dir(root_path / flow_dir / direction, f"UCF101 flow {direction} folder")
-        index: dict[str, list[dict[str, Any]]] = {}
-        groups: list[str] = []
-        for split_name, file_name in (("train", f"trainlist{split:02d}.txt"), ("test", f"testlist{split:02d}.txt")):
-            list_path = _require_file(lists_path / file_name, f"UCF101 {split_name} list")
-            clips = []
-            for line_number, line in read_lines(list_path):
-                fields = line.split()
-                entry = fields[0].replace("\\", "/")
-                if "/" not in entry:
-                    raise ValueError(f"{list_path}:{line_number}: expected '<ClassName>/<video>.avi', got {line!r}")
-                class_name, video = entry.split("/")[0], Path(entry).stem
-                if class_name not in names:
-                    raise ValueError(
-                        f"{list_path}:{line_number}: class {class_name!r} of {video!r} is not in {class_file}"
-                    )
-                if len(fields) > 1 and (not fields[1].isdigit() or classes.get(int(fields[1])) != class_name):
-                    raise ValueError(
-                        f"{list_path}:{line_number}: label index {fields[1]!r} of {video!r} does not match its class "
-                        f"folder {class_name!r} in {class_file}"
-                    )
-                clips.append(
-                    {
-                        "id": video,
-                        "label": class_name,
-                        rgb_name: str(video_dir(root_path / rgb_dir, class_name, video)),
-                        flow_name: [
-                            str(video_dir(root_path / flow_dir / "u", class_name, video)),
-                            str(video_dir(root_path / flow_dir / "v", class_name, video)),
-                        ],
-                    }
-                )
-            index[split_name] = clips
-        _check_disjoint("ucf101", index)
-        skipped: list[dict[str, str]] = []
-        both_dirs = lambda pair: all(os.path.isdir(p) for p in pair)  # noqa: E731
-        for split_name in list(index):
-            index[split_name] = _index_missing(
-                "ucf101",
-                index[split_name],
-                {rgb_name: os.path.isdir, flow_name: both_dirs},
-                on_missing,
-                skipped,
-                split_name,
-            )
-        for clip in index["train"]:
-            match = _UCF_GROUP.search(clip["id"])
-            groups.append(f"{clip['label']}/{match.group(1) if match else clip['id']}")
-        train, validation = _carve_validation(index["train"], validation_fraction, seed, groups)
-        provenance = {
-            "official_split": split,
-            "validation": {
-                "source": "train",
-                "fraction": validation_fraction,
-                "seed": seed,
-                "stratified_by": "label",
-                "grouped_by": "UCF101 group (_gXX_)",
-            },
-        }
-        return {"train": train, "validation": validation, "test": index["test"]}, names, provenance, skipped
-
-    return _build_cached(
-        "ucf101",
-        root_path,
-        cache_dir=cache_dir,
-        force_rebuild=force_rebuild,
-        modalities=modalities,
-        sources={rgb_name: "frames", flow_name: "flow"},
-        options={
-            "split": split,
-            "lists_dir": lists_dir,
-            "rgb_dir": rgb_dir,
-            "flow_dir": flow_dir,
-            "validation_fraction": validation_fraction,
-            "seed": seed,
-        },
-        make_index=make_index,
-        on_missing=on_missing,
-        verify_images=verify_images,
-        max_frames=max_frames,
-        max_short_side=max_short_side,
-        progress=progress,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# ModelNet40 front / rear views
-# --------------------------------------------------------------------------------------------
-
-
-def build_modelnet40(
-    root: str | os.PathLike,
-    cache_dir: str | os.PathLike | None = None,
-    recipe: Mapping[str, Mapping[str, Any]] | None = None,
-    *,
-    front_view: int = 1,
-    rear_view: int = 7,
-    validation_fraction: float = 0.1,
-    seed: int = 0,
-    on_missing: _OnMissing = "error",
-    verify_images: bool = True,
-    max_short_side: int | None = None,
-    force_rebuild: bool = False,
-    progress: bool = True,
-) -> datasets.DatasetDict:
-    """ModelNet40 as two views of the MVCNN 12-view renders (modalities ``front`` and ``rear``)::
-
-        root/<class>/train/<object>.obj.shaded_v<view:03d>.png   MVCNN's modelnet40_images_new_12x, e.g.
-                                                               airplane_0001.obj.shaded_v001.png
-        root/<class>/train/<object>_<view:03d>.png               RotationNet's naming (.png or .jpg)
-        root/<class>/test/...
-
-    ``root`` may also be the folder that holds ``modelnet40_images_new_12x/``. Views ``front_view`` (001) and ``rear_view`` (007) become the modalities. Classes are the
-    sub-folders of root that hold a train or test folder, sorted. Validation: a class-stratified
-    ``validation_fraction`` of train objects, drawn with ``seed``. An object lacking one of the
-    two views is an error (or skipped with ``on_missing="skip"``).
-    """
-    root_path = Path(root)
-    if (root_path / "modelnet40_images_new_12x").is_dir():
-        root_path = root_path / "modelnet40_images_new_12x"
-    modalities = _resolve_modalities("modelnet40", recipe)
-    front_name, rear_name = (m["name"] for m in modalities)
-    # "airplane_0001_001" (modelnet40_images_new_12x) or "airplane_0001.obj.shaded_v001" (original MVCNN renders)
-    view_pattern = re.compile(r"^(?P<object>.+?)(?:\.obj\.shaded)?_v?(?P<view>\d{3})$")
-
-    def make_index():
-        classes = sorted(
-            p.name for p in root_path.iterdir() if p.is_dir() and ((p / "train").is_dir() or (p / "test").is_dir())
-        )
-        if not classes:
-            raise FileNotFoundError(f"ModelNet40: no <class>/train or <class>/test folders under {root_path}")
-        index: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
-        skipped: list[dict[str, str]] = []
-        for split in ("train", "test"):
-            for class_name in classes:
-                folder = root_path / class_name / split
-                if not folder.is_dir():
-                    continue
-                views: dict[str, dict[int, Path]] = {}
-                for path in _image_files(folder):
-                    match = view_pattern.match(path.stem)
-                    if match is None:
-                        raise ValueError(
-                            f"ModelNet40: {path} is not named <object>_<view:03d>.png "
-                            f"(or <object>.obj.shaded_v<view:03d>.png)"
-                        )
-                    views.setdefault(match["object"], {})[int(match["view"])] = path
-                for obj in sorted(views):
-                    absent = [f"view {v:03d}" for v in (front_view, rear_view) if v not in views[obj]]
-                    clip_id = f"{class_name}/{split}/{obj}"
-                    if absent:
-                        message = f"object {clip_id!r}: missing {', '.join(absent)} in {folder}"
-                        if on_missing == "error":
-                            raise FileNotFoundError(f"modelnet40 ({split}): {message}")
-                        skipped.append({"split": split, "id": clip_id, "problem": "missing_file", "reason": message})
-                        continue
-                    index[split].append(
-                        {
-                            "id": clip_id,
-                            "label": class_name,
-                            front_name: str(views[obj][front_view]),
-                            rear_name: str(views[obj][rear_view]),
-                        }
-                    )
-        train, validation = _carve_validation(index["train"], validation_fraction, seed)
-        provenance = {
-            "views": {front_name: front_view, rear_name: rear_view},
-            "validation": {"source": "train", "fraction": validation_fraction, "seed": seed, "stratified_by": "label"},
-        }
-        return {"train": train, "validation": validation, "test": index["test"]}, classes, provenance, skipped
-
-    return _build_cached(
-        "modelnet40",
-        root_path,
-        cache_dir=cache_dir,
-        force_rebuild=force_rebuild,
-        modalities=modalities,
-        sources={front_name: "image", rear_name: "image"},
-        options={
-            "front_view": front_view,
-            "rear_view": rear_view,
-            "validation_fraction": validation_fraction,
-            "seed": seed,
-        },
-        make_index=make_index,
-        on_missing=on_missing,
-        verify_images=verify_images,
-        max_frames=None,
-        max_short_side=max_short_side,
-        progress=progress,
-    )
-
-
-#: Builder by dataset name (the names of ``DEFAULT_MODALITIES``).
-DATASET_BUILDERS: dict[str, Callable[..., datasets.DatasetDict]] = {
-    "cremad": build_cremad,
-    "ave": build_ave,
-    "kinetics_sounds": build_kinetics_sounds,
-    "ucf101": build_ucf101,
-    "modelnet40": build_modelnet40,
-}
-
-
-def build_dataset(name: str, root: str | os.PathLike, **kwargs: Any) -> datasets.DatasetDict:
-    """Dispatch to ``build_<name>`` (``name`` in ``DATASET_BUILDERS``)."""
-    if name not in DATASET_BUILDERS:
-        raise ValueError(f"unknown dataset {name!r}; available: {sorted(DATASET_BUILDERS)}")
-    return DATASET_BUILDERS[name](root, **kwargs)
-
 
 # --------------------------------------------------------------------------------------------
 # Recipe access
@@ -1347,219 +741,3 @@ def processor_from_dataset(
             raise ValueError(f"modality {modality['name']!r}: the audio recipe is fixed by the stored spectrograms")
         merged.append({**modality, **override})
     return DIMMLProcessor(modalities=merged)
-
-
-# --------------------------------------------------------------------------------------------
-# Any user dataset
-# --------------------------------------------------------------------------------------------
-
-_SPLIT_ALIASES = {
-    "train": "train",
-    "training": "train",
-    "validation": "validation",
-    "valid": "validation",
-    "val": "validation",
-    "dev": "validation",
-    "test": "test",
-    "testing": "test",
-}
-_FILE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".arrow": "arrow"}
-
-
-def _load_any(dataset_or_path: Any, data_format: str | None, cache_dir: str | None) -> datasets.DatasetDict:
-    if isinstance(dataset_or_path, datasets.DatasetDict):
-        return datasets.DatasetDict(dict(dataset_or_path))
-    if isinstance(dataset_or_path, datasets.Dataset):
-        return datasets.DatasetDict({"train": dataset_or_path})
-    if not isinstance(dataset_or_path, (str, os.PathLike)):
-        raise ValueError(f"expected a datasets.Dataset, DatasetDict or a path, got {type(dataset_or_path).__name__}")
-    path = Path(dataset_or_path)
-    if not path.exists():
-        name = str(dataset_or_path)
-        if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and not name.startswith("."):
-            # Not a local path but shaped like a Hub dataset id ("name" or "owner/name"): the Hub, when reachable.
-            try:
-                return _load_any(datasets.load_dataset(name, cache_dir=cache_dir), None, cache_dir)
-            except Exception as error:  # offline, unknown repo, no access: one clear message
-                raise FileNotFoundError(
-                    f"no local dataset at {path}, and loading {name!r} from the Hugging Face Hub failed: {error}"
-                ) from error
-        raise FileNotFoundError(f"no dataset at {path}")
-    if (
-        path.is_dir()
-        and data_format is None
-        and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())
-    ):
-        loaded = datasets.load_from_disk(str(path))
-        return _load_any(loaded, None, cache_dir)
-    if path.is_file():
-        builder = data_format or _FILE_BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise ValueError(f"cannot tell the format of {path}; pass data_format (e.g. 'parquet', 'csv', 'json')")
-        return datasets.load_dataset(builder, data_files={"train": str(path)}, cache_dir=cache_dir)
-    if data_format is not None:
-        return datasets.load_dataset(data_format, data_dir=str(path), cache_dir=cache_dir)
-    # A local folder: parquet / csv / json files or an imagefolder, splits inferred from the file names.
-    return datasets.load_dataset(str(path), cache_dir=cache_dir)
-
-
-def _encode_labels(dataset: datasets.DatasetDict, column: str) -> datasets.DatasetDict:
-    """Make ``column`` a ``ClassLabel`` named ``labels`` with ONE mapping shared by all splits."""
-    feature = dataset["train"].features[column]
-    if isinstance(feature, datasets.ClassLabel):
-        return dataset if column == "labels" else dataset.rename_column(column, "labels")
-    values_by_split = {split: list(ds[column]) for split, ds in dataset.items()}
-    every_value = [v for values in values_by_split.values() for v in values]
-    if any(v is None for v in every_value):
-        raise ValueError(f"label column {column!r} has missing (None) values")
-    integer = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in every_value)
-    if integer:
-        if min(every_value) < 0:
-            raise ValueError(f"label column {column!r} has negative integers")
-        names = [str(i) for i in range(max(every_value) + 1)]  # identity mapping: ids keep their meaning
-        mapping = {i: i for i in range(len(names))}
-    else:
-        unique = sorted({str(v) for v in every_value})
-        names, mapping = unique, {name: i for i, name in enumerate(unique)}
-    label_feature = datasets.ClassLabel(names=names)
-    encoded = {}
-    for split, ds in dataset.items():
-        ids = [mapping[v if integer else str(v)] for v in values_by_split[split]]
-        encoded[split] = ds.remove_columns(column).add_column("labels", ids, feature=label_feature)
-    return datasets.DatasetDict(encoded)
-
-
-def load_user_dataset(
-    dataset_or_path: datasets.Dataset | datasets.DatasetDict | str | os.PathLike,
-    modality_columns: Mapping[str, str | Sequence[str]],
-    label_column: str = "labels",
-    *,
-    validation_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    seed: int = 0,
-    keep_columns: Sequence[str] = (),
-    data_format: str | None = None,
-    processor_modalities: Sequence[Mapping[str, Any]] | None = None,
-    cache_dir: str | os.PathLike | None = None,
-) -> datasets.DatasetDict:
-    """Any dataset as hf_dimml expects it: one column per modality, ``labels``, three splits.
-
-    Args:
-        dataset_or_path: a ``Dataset`` (taken as train), a ``DatasetDict``, a ``save_to_disk``
-            folder, a parquet / csv / json(l) file, or a local folder ``datasets.load_dataset``
-            understands (data files named by split, or an ``imagefolder`` of class sub-folders,
-            whose label column is ``label``).
-        modality_columns: modality name -> source column; a list of numeric columns makes one
-            float32 feature-vector modality (e.g. tabular features). An ``Audio()`` column is
-            switched to ``Audio(decode=False)`` (the processor reads the WAV bytes itself).
-        label_column: the column holding the class; becomes a ``ClassLabel`` named ``labels``
-            (strings: sorted names; integers: kept as ids ``0..max``), with one mapping for all splits.
-        validation_fraction, test_fraction, seed: a missing validation (or test) split is carved
-            out of train, class-stratified and seeded (test first, then validation).
-        keep_columns: other columns to keep (everything else is dropped).
-        data_format: force the ``datasets`` builder of a path (``"parquet"``, ``"imagefolder"``, ...).
-        processor_modalities: processor modality configs to record in the recipe, so that
-            :func:`processor_from_dataset` works on the result.
-        cache_dir: ``datasets`` cache for files read with ``load_dataset`` (default: its own).
-
-    Raises:
-        ValueError: a named column is absent (the message lists the available ones), a modality
-            name is reserved or repeated, or there is no train split.
-    """
-    loaded = _load_any(dataset_or_path, data_format, None if cache_dir is None else str(cache_dir))
-    renamed: dict[str, datasets.Dataset] = {}
-    for split, ds in loaded.items():
-        canonical = _SPLIT_ALIASES.get(split.lower())
-        if canonical is None:
-            raise ValueError(
-                f"split {split!r} is not one of train / validation / test (or an alias {sorted(_SPLIT_ALIASES)})"
-            )
-        if canonical in renamed:
-            raise ValueError(f"two splits map to {canonical!r}: rename one of them")
-        renamed[canonical] = ds
-    if "train" not in renamed:
-        raise ValueError(f"the dataset has no train split (splits: {list(loaded)})")
-    if not modality_columns:
-        raise ValueError("modality_columns is empty: map at least one modality name to a column")
-    for name in modality_columns:
-        if not str(name).isidentifier() or name in ("labels", "id"):
-            raise ValueError(f"modality name {name!r} must be an identifier other than 'labels' / 'id'")
-
-    sources = {name: [cols] if isinstance(cols, str) else list(cols) for name, cols in modality_columns.items()}
-    used = [c for cols in sources.values() for c in cols]
-    repeated = sorted({c for c in used if used.count(c) > 1})
-    if repeated:
-        raise ValueError(f"column(s) {repeated} are mapped to more than one modality")
-    for split, ds in renamed.items():
-        available = ds.column_names
-        for name, cols in sources.items():
-            for column in cols:
-                if column not in available:
-                    raise ValueError(
-                        f"column {column!r} (modality {name!r}) is not in split {split!r}; "
-                        f"available columns: {available}"
-                    )
-        if label_column not in available:
-            raise ValueError(f"label column {label_column!r} is not in split {split!r}; available columns: {available}")
-        for column in keep_columns:
-            if column not in available:
-                raise ValueError(f"keep_columns: {column!r} is not in split {split!r}; available columns: {available}")
-
-    dataset = datasets.DatasetDict(renamed)
-    # Temporary names first, so that swapping two column names cannot collide.
-    temporary = {label_column: "__dimml_label"}
-    for name, cols in sources.items():
-        if len(cols) == 1:
-            temporary[cols[0]] = f"__dimml_{name}"
-    keep = set(temporary) | {c for cols in sources.values() for c in cols} | set(keep_columns)
-    dataset = dataset.remove_columns([c for c in dataset["train"].column_names if c not in keep])
-    for split in list(dataset):
-        ds = dataset[split]
-        for name, cols in sources.items():
-            if len(cols) > 1:
-                vectors = np.stack([np.asarray(list(ds[c]), dtype=np.float32) for c in cols], axis=1)
-                ds = ds.remove_columns(cols).add_column(
-                    f"__dimml_{name}", list(vectors), feature=datasets.List(datasets.Value("float32"))
-                )
-        dataset[split] = ds.rename_columns({old: new for old, new in temporary.items() if old in ds.column_names})
-    dataset = _encode_labels(dataset, "__dimml_label")
-    dataset = dataset.rename_columns({f"__dimml_{name}": name for name in sources})
-    for name in sources:
-        feature = dataset["train"].features[name]
-        if isinstance(feature, datasets.Audio) and feature.decode:
-            # datasets decodes Audio() with torchcodec + FFmpeg, often absent: hand the processor the
-            # encoded file instead ({"bytes", "path"}), which it reads as WAV itself.
-            dataset = dataset.cast_column(name, datasets.Audio(decode=False))
-
-    provenance: dict[str, Any] = {}
-    train = dataset["train"]
-    if "test" not in dataset:
-        kept, held = stratified_holdout(list(train["labels"]), test_fraction, seed)
-        dataset["test"], train = train.select(held), train.select(kept)
-        provenance["test"] = {"source": "train", "fraction": test_fraction, "seed": seed, "stratified_by": "label"}
-    if "validation" not in dataset:
-        kept, held = stratified_holdout(list(train["labels"]), validation_fraction, seed + 1)
-        dataset["validation"], train = train.select(held), train.select(kept)
-        provenance["validation"] = {
-            "source": "train",
-            "fraction": validation_fraction,
-            "seed": seed + 1,
-            "stratified_by": "label",
-        }
-    dataset["train"] = train
-    if provenance:
-        logger.info("load_user_dataset: carved %s out of train", ", ".join(provenance))
-
-    recipe = {
-        "dataset": "user",
-        "builder_version": BUILDER_VERSION,
-        "modality_columns": {name: cols[0] if len(cols) == 1 else cols for name, cols in sources.items()},
-        "label_names": dataset["train"].features["labels"].names,
-        "modalities": [resolve_modality_config(m) for m in processor_modalities] if processor_modalities else None,
-        **provenance,
-    }
-    description = json.dumps(recipe, sort_keys=True)
-    ordered = datasets.DatasetDict({split: dataset[split] for split in SPLITS})
-    for ds in ordered.values():
-        ds.info.description = description
-    return ordered
