@@ -233,6 +233,15 @@ def test_missing_clip_is_skipped_counted_and_reported(tmp_path: Path, caplog: py
     assert "skipped 1 clip" in caplog.text
 
 
+def test_a_split_left_empty_by_skips_is_an_error_with_the_reasons(tmp_path: Path) -> None:
+    root = make_cremad(tmp_path / "cremad")
+    for line in (root / "test.csv").read_text().splitlines():
+        (root / "Image-01-FPS" / line.split(",")[0] / "000001.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match=r"split\(s\) \['test'\] have no rows \(test: 3 clip\(s\) skipped\).*000001.jpg"):
+        build_tiny_cremad(root, tmp_path / "cache", on_missing="skip")
+    assert not any(p.name.startswith("cremad-") for p in (tmp_path / "cache").iterdir())
+
+
 def test_split_list_naming_an_absent_clip(tmp_path: Path) -> None:
     root = make_ave(tmp_path / "ave")
     with open(root / "testSet.txt", "a") as handle:

@@ -534,6 +534,15 @@ def _build_cached(
             dataset = datasets.Dataset.from_file(str(path))
             recipe["num_rows"][split] = dataset.num_rows
             splits[split] = dataset
+        empty = [split for split, rows in recipe["num_rows"].items() if rows == 0]
+        if empty:  # a split with nothing to train or evaluate on: say why instead of writing an unusable cache
+            lost = Counter(entry["split"] for entry in skipped)
+            raise ValueError(
+                f"{name}: split(s) {empty} have no rows ("
+                + ", ".join(f"{split}: {lost[split]} clip(s) skipped" for split in empty)
+                + "); check the lists and the folders, or the skipped clips' reasons: "
+                + "; ".join(entry["reason"] for entry in skipped if entry["split"] in empty)[:2000]
+            )
         description = json.dumps(recipe, sort_keys=True)
         for split, dataset in splits.items():
             info = datasets.DatasetInfo(description=description, features=features)
