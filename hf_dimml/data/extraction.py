@@ -96,7 +96,8 @@ def _require(module: str, purpose: str, package: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(f'{purpose} needs {package}: pip install "hf_dimml[video]" (or pip install {package})') from err
+        hint = f'pip install "hf_dimml[video]" (or pip install {package})'
+        raise ImportError(f"{purpose} needs {package}: {hint}") from err
 
 
 def _require_av() -> Any:
@@ -246,7 +247,8 @@ def decode_audio(
     last = samples.size if end is None else int(round(float(end) * sample_rate))
     cropped = samples[first:last]
     if cropped.size == 0:
-        raise MediaError(path, f"no audio samples in [{start}, {end}) s (the track lasts {samples.size / sample_rate:.2f} s)")
+        lasts = samples.size / sample_rate
+        raise MediaError(path, f"no audio samples in [{start}, {end}) s (the track lasts {lasts:.2f} s)")
     return cropped
 
 
@@ -542,7 +544,9 @@ def _ave_source_folder(root: Path) -> Path:
     return root / "AVE"
 
 
-def plan_ave(root: str | os.PathLike, *, fps: int = 1, min_frames: int = 10, audio_rate: int = 44100) -> list[ExtractionJob]:
+def plan_ave(
+    root: str | os.PathLike, *, fps: int = 1, min_frames: int = 10, audio_rate: int = 44100
+) -> list[ExtractionJob]:
     """``AVE/<id>.mp4`` -> ``Image-01-FPS-SE/<id>/`` (1 fps, StartTime..EndTime of ``Annotations.txt`` or the
     split lists) and ``Audios/<id>.wav`` (the whole track; the builder crops it), as DI-MML's AVE scripts."""
     root = Path(root)
@@ -556,12 +560,10 @@ def plan_ave(root: str | os.PathLike, *, fps: int = 1, min_frames: int = 10, aud
     for video_id, video in videos.items():
         _, start, end = windows.get(video_id, ("", None, None))
         frame_params = (("fps", fps), ("start", start), ("end", end), ("min_frames", min_frames), ("naming", "index"))
-        jobs.append(
-            ExtractionJob(video_id, "frames", str(video), (str(root / f"Image-{fps:02d}-FPS-SE" / video_id),), frame_params)
-        )
-        jobs.append(
-            ExtractionJob(video_id, "audio", str(video), (str(root / "Audios" / f"{video_id}.wav"),), (("sample_rate", audio_rate),))
-        )
+        frames = str(root / f"Image-{fps:02d}-FPS-SE" / video_id)
+        wav = str(root / "Audios" / f"{video_id}.wav")
+        jobs.append(ExtractionJob(video_id, "frames", str(video), (frames,), frame_params))
+        jobs.append(ExtractionJob(video_id, "audio", str(video), (wav,), (("sample_rate", audio_rate),)))
     return jobs
 
 
@@ -575,9 +577,8 @@ def plan_kinetics_sounds(
     for video in _videos(root / "videos", recursive=True):
         frame_params = (("fps", fps), ("min_frames", min_frames), ("naming", "frame_"))
         jobs.append(ExtractionJob(video.stem, "frames", str(video), (str(root / "visual" / video.stem),), frame_params))
-        jobs.append(
-            ExtractionJob(video.stem, "audio", str(video), (str(root / "audio" / f"{video.stem}.wav"),), (("sample_rate", audio_rate),))
-        )
+        wav = str(root / "audio" / f"{video.stem}.wav")
+        jobs.append(ExtractionJob(video.stem, "audio", str(video), (wav,), (("sample_rate", audio_rate),)))
     return jobs
 
 
@@ -631,7 +632,9 @@ def extract_missing(
     if name not in EXTRACTORS:
         raise ValueError(f"unknown dataset {name!r}; available: {sorted(EXTRACTORS)}")
     jobs = EXTRACTORS[name](root, **options)
-    tvl1 = sum(1 for job in jobs if job.kind == "flow" and dict(job.params).get("flow_method") == "tvl1" and not job.complete())
+    tvl1 = sum(
+        1 for job in jobs if job.kind == "flow" and dict(job.params).get("flow_method") == "tvl1" and not job.complete()
+    )
     if tvl1:
         logger.warning(
             "%s: TV-L1 optical flow for %d clip(s): about 2 s per frame pair and core (measured on 320x240 frames, "
@@ -640,4 +643,6 @@ def extract_missing(
             name,
             tvl1,
         )
-    return run_extraction(jobs, num_workers=num_workers, on_error=on_error, progress=progress, desc=f"extracting {name}")
+    return run_extraction(
+        jobs, num_workers=num_workers, on_error=on_error, progress=progress, desc=f"extracting {name}"
+    )

@@ -258,9 +258,8 @@ def read_dmrnet_folders(root: str | Path) -> dict[str, list[ListEntry]]:
                 )
             for clip_dir in sorted(p for p in class_dir.iterdir() if p.is_dir()):
                 audio = root / audio_folder / class_dir.name / f"{clip_dir.name}.wav"
-                entries.append(
-                    ListEntry(clip_dir.name, class_dir.name, str(clip_dir), (("frames", str(clip_dir)), ("audio", str(audio))))
-                )
+                paths = (("frames", str(clip_dir)), ("audio", str(audio)))
+                entries.append(ListEntry(clip_dir.name, class_dir.name, str(clip_dir), paths))
         check_label_column(base, entries, KINETICS_SOUNDS_FORMATS)
         splits[split] = entries
     return splits

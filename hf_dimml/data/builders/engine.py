@@ -1,7 +1,7 @@
 """The cache engine of the dataset builders: community layouts on local disk -> cached ``datasets.DatasetDict``.
 
-Each ``build_<name>(root, cache_dir=None, recipe=None, ...)`` (one module per dataset in this package) reads a local folder in the layout
-its community distributes (documented per builder), checks it, decodes it once and caches it
+Each ``build_<name>(root, cache_dir=None, recipe=None, ...)`` (one module per dataset in this package) reads a local
+folder in the layout its community distributes (documented per builder), checks it, decodes it once and caches it
 with ``save_to_disk``: written to a temporary directory first and moved in place with
 ``os.replace``, so a cache directory is either complete or absent. A second call with the same
 arguments reloads the cache without touching the source files (``force_rebuild=True`` rebuilds).
@@ -694,7 +694,9 @@ def _label_map(
         names = list(label_names)
         for entry in entries:
             if entry.label not in names:
-                raise ValueError(f"{entry.where}: label {entry.label!r} of clip {entry.clip_id!r} is not in label_names {names}")
+                raise ValueError(
+                    f"{entry.where}: label {entry.label!r} of clip {entry.clip_id!r} is not in label_names {names}"
+                )
         return names, {label: label for label in names}
     names, mapping = label_names_for((entry.label for entry in entries), known)
     if len(names) < 2:

@@ -41,10 +41,10 @@ def build_modelnet40(
         root/<class>/train/<object>_<view:03d>.png               RotationNet's naming (.png or .jpg)
         root/<class>/test/...
 
-    ``root`` may also be the folder that holds ``modelnet40_images_new_12x/``. Views ``front_view`` (001) and ``rear_view`` (007) become the modalities. Classes are the
-    sub-folders of root that hold a train or test folder, sorted. Validation: a class-stratified
-    ``validation_fraction`` of train objects, drawn with ``seed``. An object lacking one of the
-    two views is an error (or skipped with ``on_missing="skip"``).
+    ``root`` may also be the folder that holds ``modelnet40_images_new_12x/``. Views ``front_view`` (001) and
+    ``rear_view`` (007) become the modalities. Classes are the sub-folders of root that hold a train or test
+    folder, sorted. Validation: a class-stratified ``validation_fraction`` of train objects, drawn with ``seed``. An
+    object lacking one of the two views is an error (or skipped with ``on_missing="skip"``).
     """
     root_path = Path(root)
     if (root_path / "modelnet40_images_new_12x").is_dir():
