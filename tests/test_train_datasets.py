@@ -88,7 +88,7 @@ def test_presets_take_processor_configs_from_the_builders_and_derive_the_model()
             assert entry["encoder"] == "resnet18" and tuple(entry["input_shape"]) == processor.output_shape(cfg["name"])
         assert preset.hidden_size == 512
     assert get_preset("cremad").model_modalities[0]["input_shape"] == [1, 257, 188]  # 3 s at 22.05 kHz, hop 353
-    assert get_preset("ucf101").model_modalities[1]["input_shape"] == [3, 2, 224, 224]  # flow: u, v channels
+    assert get_preset("ucf101").model_modalities[1]["input_shape"] == [10, 2, 224, 224]  # a stack of 10 flow frames (u, v)
     av_digits = get_preset("av_digits")  # unchanged: MLP encoders on MFCCs and 8x8 images
     assert [m["input_shape"] for m in av_digits.model_modalities] == [[1, 13, 20], [1, 8, 8]]
     assert all(m["encoder"] == "mlp" and m["encoder_kwargs"] == {"hidden_sizes": [256]}
