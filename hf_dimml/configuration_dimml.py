@@ -21,7 +21,12 @@ MODALITY_KINDS: dict[str, tuple[str, ...]] = {
     "spectrogram": ("channels", "frequency", "time"),
     "frames": ("frames", "channels", "height", "width"),
     "vector": ("features",),
+    "sequence": ("channels", "time"),  # a multichannel time series
 }
+
+# Encoders that are not timm models: "mlp" (any kind: flattens the sample) and "cnn1d" (sequences: a small 1-D CNN
+# over time). Vectors take only "mlp", sequences "mlp" or "cnn1d"; the image-like kinds also any timm model.
+OWN_ENCODERS = ("mlp", "cnn1d")
 
 # dimml: DI-MML (ACM MM 2024); mla: alternating unimodal adaptation (CVPR 2024); dmrnet: representation decoupling
 # (ECCV 2024); joint: one CE on the concatenated features; unimodal: each encoder with its own head, alone.
@@ -42,6 +47,7 @@ _AV_DIGITS_MODALITIES: list[dict[str, Any]] = [
 # config reaches `timm.create_model` with them, so keys that make timm read files or fetch weights (`pretrained_cfg`,
 # `pretrained_cfg_overlay`, `checkpoint_path`, `cache_dir`, ...) are refused, as are values that name a file or a URL.
 MLP_ENCODER_KWARGS = frozenset({"hidden_sizes", "dropout"})
+CNN1D_ENCODER_KWARGS = frozenset({"channels", "kernel_size", "dropout"})
 TIMM_ENCODER_KWARGS = frozenset({
     "act_layer", "attn_drop_rate", "avg_down", "base_width", "cardinality", "channels", "class_token", "depth",
     "depths", "dims", "down_kernel_size", "drop_block_rate", "drop_path_rate", "drop_rate", "dynamic_img_pad",
@@ -62,13 +68,13 @@ def _check_encoder_kwargs(name: str, encoder: str, kwargs: Any) -> None:
     """Only architecture arguments (the allow-lists above), as plain numbers, booleans, names or lists of them."""
     if not isinstance(kwargs, dict):
         raise ValueError(f"modality {name!r}: encoder_kwargs must be a mapping, got {kwargs!r}")
-    allowed = MLP_ENCODER_KWARGS if encoder == "mlp" else TIMM_ENCODER_KWARGS
+    allowed = {"mlp": MLP_ENCODER_KWARGS, "cnn1d": CNN1D_ENCODER_KWARGS}.get(encoder, TIMM_ENCODER_KWARGS)
     refused = sorted(str(key) for key in kwargs if key not in allowed)
     if refused:
+        what = f"the {encoder} encoder" if encoder in OWN_ENCODERS else "a timm encoder"
         raise ValueError(
             f"modality {name!r}: encoder_kwargs {refused} refused: only architecture arguments are accepted for "
-            f"{'the mlp encoder' if encoder == 'mlp' else 'a timm encoder'} ({sorted(allowed)}); a config never makes "
-            "the encoder read files, fetch weights or reach URLs"
+            f"{what} ({sorted(allowed)}); a config never makes the encoder read files, fetch weights or reach URLs"
         )
     for key, value in kwargs.items():
         scalar = (bool, int, float, str, type(None))
@@ -103,9 +109,12 @@ class DIMMLConfig(PretrainedConfig):
 
             - `name` (`str`): the keyword the model's `forward` takes this modality's tensor under;
             - `kind` (`str`): one of `"image"` `(C, H, W)`, `"spectrogram"` `(C, F, T)`, `"frames"` `(T, C, H, W)`
-              (encoded frame by frame and averaged over time) or `"vector"` `(D,)`;
-            - `encoder` (`str`): `"mlp"` (flattens the input; the only choice for vectors) or any timm model name,
-              built with `pretrained=False`, `num_classes=0` and `in_chans=C`;
+              (encoded frame by frame and averaged over time), `"vector"` `(D,)` or `"sequence"` `(C, T)` (a
+              multichannel time series);
+            - `encoder` (`str`): `"mlp"` (flattens the input; the only choice for vectors), `"cnn1d"` (sequences
+              only: a small 1-D CNN over time, `{"channels": [64, 64, 128], "kernel_size": 5, "dropout": 0.0}`,
+              its output width the last of `channels`) or any timm model name (image-like kinds), built with
+              `pretrained=False`, `num_classes=0` and `in_chans=C`;
             - `input_shape` (`list[int]`): the shape of one sample, as above;
             - `encoder_kwargs` (`dict`, optional): extra keyword arguments for `timm.create_model`, or for the MLP
               `{"hidden_sizes": [256, 256], "dropout": 0.0}`. Architecture arguments only (`MLP_ENCODER_KWARGS`,
@@ -283,9 +292,20 @@ class DIMMLConfig(PretrainedConfig):
         if not isinstance(encoder, str) or not encoder:
             raise ValueError(f"modality {name!r}: encoder must be 'mlp' or a timm model name, got {encoder!r}")
         _check_encoder_kwargs(name, encoder, spec["encoder_kwargs"])
-        if encoder != "mlp":
-            if kind == "vector":
-                raise ValueError(f"modality {name!r}: vector inputs take the 'mlp' encoder, got {encoder!r}")
+        if kind in ("vector", "sequence") and encoder not in {"vector": ("mlp",), "sequence": OWN_ENCODERS}[kind]:
+            allowed = "'mlp'" if kind == "vector" else "'mlp' or 'cnn1d'"
+            raise ValueError(f"modality {name!r}: {kind} inputs take the {allowed} encoder, got {encoder!r}")
+        if encoder == "cnn1d":
+            if kind != "sequence":
+                raise ValueError(f"modality {name!r}: the 'cnn1d' encoder reads (channels, time) sequences, not "
+                                 f"{kind} inputs")
+            kwargs = spec["encoder_kwargs"]
+            for key, value in (("channels", kwargs.get("channels", [64, 64, 128])),
+                               ("kernel_size", [kwargs.get("kernel_size", 5)])):
+                if not (isinstance(value, (list, tuple)) and value
+                        and all(isinstance(size, int) and not isinstance(size, bool) and size > 0 for size in value)):
+                    raise ValueError(f"modality {name!r}: cnn1d {key} must be positive int(s), got {value!r}")
+        elif encoder != "mlp":
             if not _is_timm_model(encoder):
                 raise ValueError(f"modality {name!r}: unknown timm model {encoder!r} (see timm.list_models())")
         else:

@@ -9,7 +9,8 @@ Summary schema (keys other than ``method`` are optional)::
 
     {"method": "dimml", "method_hyperparameters": {...},
      "modalities": [{"name": "audio", "kind": "spectrogram", "encoder": "mlp", "input_shape": [1, 13, 20]}, ...],
-     "dataset": {"name": "av_digits", "config": "...", "recipe": {...}, "splits": {"train": 2100, ...}},
+     "dataset": {"name": "av_digits", "config": "...", "recipe": {"processor": [...], ...},
+                 "splits": {"train": 2100, ...}, "dataset_name": "my_data", "description": "..."},
      "training": {"epochs": 30, ...}, "labels": ["zero", ...],
      "model_selection": {"rule": "per_modality", "metric": "accuracy",
                          "encoders": {"audio": {"epoch": 6, "validation_accuracy": 0.89}, ...},
@@ -43,6 +44,7 @@ __all__ = [
     "TEMPLATE_ENV_VAR",
     "TEMPLATE_NAME",
     "build_model_card",
+    "dataset_display_name",
     "eval_results_files",
     "eval_results_from_summary",
     "find_model_card_template",
@@ -226,10 +228,27 @@ def _split_metrics(summary: Mapping[str, Any]) -> list[tuple[str, Mapping[str, A
     return [(split, metrics[split]) for split in order if isinstance(metrics.get(split), Mapping)]
 
 
+_USER_DESCRIPTION = re.compile(r"^user dataset (?P<name>.+?) \(label column ")
+
+
+def dataset_display_name(dataset: Mapping[str, Any] | None) -> str | None:
+    """The dataset's own name: ``dataset["dataset_name"]`` when the summary has it; for ``--dataset user`` without
+    it, the folder / file name the data was loaded from (``hf_dimml.data.presets`` writes it into the description:
+    ``user dataset NAME (label column ...)``); otherwise the preset name."""
+    dataset = dataset or {}
+    if dataset.get("dataset_name"):
+        return str(dataset["dataset_name"])
+    if dataset.get("name") == "user":
+        match = _USER_DESCRIPTION.match(str(dataset.get("description") or ""))
+        if match:
+            return match.group("name")
+    return str(dataset["name"]) if dataset.get("name") else None
+
+
 def _model_name(summary: Mapping[str, Any], repo_id: str | None) -> str:
     if repo_id:
         return repo_id.split("/")[-1]
-    dataset = (summary.get("dataset") or {}).get("name")
+    dataset = dataset_display_name(summary.get("dataset"))
     return f"{summary['method']}-{dataset}" if dataset else f"hf_dimml-{summary['method']}"
 
 
@@ -254,7 +273,7 @@ def eval_results_from_summary(summary: Mapping[str, Any]) -> list[EvalResult]:
     """One :class:`EvalResult` per reported metric (see :func:`_reported_results`), for every split in
     ``summary["metrics"]``; ``metric_config`` names the modality subset of a subset's accuracy."""
     dataset = summary.get("dataset") or {}
-    dataset_type = dataset.get("name") or "unknown"
+    dataset_type = dataset_display_name(dataset) or "unknown"
     dataset_config = dataset.get("config") or None
     dataset_pretty = f"{dataset_type} ({dataset_config})" if dataset_config else dataset_type
     return [
@@ -286,7 +305,7 @@ def eval_results_files(summary: Mapping[str, Any]) -> dict[str, str]:
     import yaml
     from huggingface_hub import EvalResultEntry, eval_result_entries_to_yaml
 
-    dataset_id = str((summary.get("dataset") or {}).get("name") or "unknown")
+    dataset_id = dataset_display_name(summary.get("dataset")) or "unknown"
     entries: dict[str, list[EvalResultEntry]] = {}
     for split, key, _, label, _, _, value in _reported_results(summary):
         entries.setdefault(split, []).append(
@@ -340,9 +359,93 @@ def _raw_input_hint(modality: Mapping[str, Any], processor_config: Mapping[str, 
         hint = "a clip: list of frames, (N, H, W[, C]) array, or folder of image files"
     elif kind == "vector":
         hint = f"a ({shape[-1]},) array" if shape else "a 1-D array"
+        if (processor_config.get("mean") is not None):
+            hint += " of raw (unscaled) features"
+    elif kind == "sequence":
+        channels = shape[0] if shape else processor_config.get("channels", "C")
+        hint = f"a ({channels}, T) array of raw values, any length T"
     else:
         hint = f"a raw {kind} input"
     return f"{hint}; processed to {_format_shape(modality.get('input_shape'))}"
+
+
+def _stats_text(cfg: Mapping[str, Any], unit: str) -> str | None:
+    """The dataset normalisation a processor config applies, in words (None: none)."""
+    mean, std = cfg.get("mean"), cfg.get("std")
+    if mean is None or std is None:
+        return None
+    if mean == "train":
+        return f"standardised per {unit} with the training split's mean / std"
+    mean, std = (list(v) if isinstance(v, (list, tuple)) else [v] for v in (mean, std))
+    if len(mean) <= 4:
+        values = f"mean {_format_numbers(mean)}, std {_format_numbers(std)}"
+    else:
+        values = f"{len(mean)} means and stds, stored in `preprocessor_config.json`"
+    return f"standardised per {unit}: (x - mean) / std with {values}"
+
+
+def _format_numbers(values: list[Any]) -> str:
+    return "[" + ", ".join(f"{float(v):.4g}" for v in values) + "]"
+
+
+def _preprocessing_steps(cfg: Mapping[str, Any]) -> str:
+    """What the bundled processor does to one modality's raw input, from its config: every step it applies, and
+    nothing it does not."""
+    kind = cfg.get("kind")
+    steps: list[str] = []
+    if kind == "audio":
+        steps.append(f"waveform mixed to mono, resampled to {cfg.get('sampling_rate')} Hz, its first "
+                     f"{cfg.get('duration')} s kept ({'tiled' if cfg.get('short_clip') == 'tile' else 'zero-padded'} "
+                     "when shorter)")
+        steps.append(f"STFT (n_fft {cfg.get('n_fft')}, hop {cfg.get('hop_length')}, Hann window), log magnitude")
+        if cfg.get("normalize"):
+            steps.append("z-scored per clip")
+    elif kind in ("spectrogram", "sequence"):
+        if kind == "sequence":
+            steps.append(_stats_text(cfg, "channel") or "values used as given (no scaling)")
+        if cfg.get("num_frames"):
+            how = {"interpolate": "linear interpolation", "tile_crop": "tiled, then cropped",
+                   "crop_pad": "cropped or zero-padded at the end"}.get(cfg.get("time_resize"), cfg.get("time_resize"))
+            crop = ", a random window in training" if cfg.get("random_crop") else ""
+            steps.append(f"time axis resized to {cfg['num_frames']} steps ({how}{crop})")
+        if kind == "spectrogram":
+            if cfg.get("normalize"):
+                steps.append("z-scored per sample")
+            stats = _stats_text(cfg, "channel")
+            if stats:
+                steps.append(stats)
+    elif kind in ("image", "frames"):
+        if kind == "frames":
+            steps.append(f"{cfg.get('num_frames')} frames per clip (evenly spaced; random ones in training)")
+        value_range = cfg.get("value_range")
+        steps.append("pixels scaled to [0, 1] (8-bit by 255" + (
+            f", others from [{value_range[0]:g}, {value_range[1]:g}])" if value_range else ")"))
+        if cfg.get("random_resized_crop"):
+            low, high = cfg["random_resized_crop"]
+            steps.append(f"random resized crop (scale {low:g}-{high:g}), training only")
+        if cfg.get("image_size"):
+            height, width = cfg["image_size"]
+            steps.append(f"resized to {height}x{width} ({cfg.get('interpolation', 'bilinear')})")
+        if cfg.get("random_flip"):
+            steps.append("random horizontal flip, training only")
+        stats = _stats_text(cfg, "channel")
+        if stats:
+            steps.append(stats)
+    elif kind == "vector":
+        stats = _stats_text(cfg, "feature")
+        steps.append(stats or "used as given (no scaling: give features on the training data's scale)")
+    return "; ".join(steps) if steps else "-"
+
+
+def _without_modalities(value: Any) -> Any:
+    """A builder's stored recipe (JSON text) without its processor configs, which the preprocessing rows describe."""
+    try:
+        recipe = json.loads(value) if isinstance(value, str) else None
+    except json.JSONDecodeError:
+        return value
+    if not isinstance(recipe, dict) or "modalities" not in recipe:
+        return value
+    return json.dumps({k: v for k, v in recipe.items() if k != "modalities"}, sort_keys=True)
 
 
 def _model_selection_section(summary: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -421,6 +524,7 @@ def build_model_card(
     modalities = list(summary.get("modalities") or [])
     modality_names = [m["name"] for m in modalities]
     dataset = summary.get("dataset") or {}
+    dataset_name = dataset_display_name(dataset)
     labels = [str(label) for label in summary.get("labels") or []]
     training = summary.get("training") or {}
 
@@ -428,7 +532,7 @@ def build_model_card(
         library_name="transformers",
         license="apache-2.0",
         tags=["hf_dimml", "multimodal", method, "balanced-multimodal-learning", "custom_code", *modality_names],
-        datasets=[dataset["name"]] if dataset.get("name") else None,
+        datasets=[dataset_name] if dataset_name else None,
         metrics=["accuracy", "f1"],
         model_name=model_name,
         eval_results=eval_results_from_summary(summary) or None,
@@ -486,9 +590,15 @@ def build_model_card(
             for m in modalities
         ],
         modality_names=modality_names,
-        dataset_name=dataset.get("name") or "unknown",
+        dataset_name=dataset_name or "unknown",
+        preset_name=dataset.get("name"),
+        preprocessing=[
+            {"name": name, "steps": _preprocessing_steps(cfg)} for name, cfg in processor_configs.items()
+        ],
         dataset_config=dataset.get("config"),
-        dataset_recipe=[(k, _format_value(v)) for k, v in (dataset.get("recipe") or {}).items()],
+        # The processor's steps are the `preprocessing` rows; other recipe entries (what a builder stored) as given.
+        dataset_recipe=[(k, _format_value(_without_modalities(v) if processor_configs else v))
+                        for k, v in (dataset.get("recipe") or {}).items() if not (k == "processor" and processor_configs)],
         dataset_splits=[(k, v) for k, v in splits.items()],
         labels=labels,
         num_labels=len(labels) if labels else "?",

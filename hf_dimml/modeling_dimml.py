@@ -33,6 +33,7 @@ __all__ = [
     "DIMMLModelOutput",
     "DIMMLClassifierOutput",
     "MLPEncoder",
+    "Conv1DEncoder",
     "ModalityEncoder",
     "certainty_weighted_logits",
     "entropy_weighted_logits",
@@ -166,6 +167,36 @@ class MLPEncoder(nn.Module):
         return self.layers(inputs.flatten(1))
 
 
+class Conv1DEncoder(nn.Module):
+    """A small 1-D CNN over time for `(C, T)` sequences: Conv1d-BatchNorm-ReLU blocks (a max-pool halving the time
+    axis between blocks while it is longer than 1), then the mean over time; `num_features` is the last width.
+
+    Any length T works (the pooling is global), so sequences longer or shorter than `input_shape` are read as well.
+    """
+
+    def __init__(self, in_channels: int, channels: list[int], kernel_size: int = 5, dropout: float = 0.0) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        width = in_channels
+        for size in channels:
+            block: list[nn.Module] = [nn.Conv1d(width, size, kernel_size, padding=kernel_size // 2, bias=False),
+                                      nn.BatchNorm1d(size), nn.ReLU(inplace=True)]
+            if dropout > 0:
+                block.append(nn.Dropout(dropout))
+            blocks.append(nn.Sequential(*block))
+            width = size
+        self.blocks = nn.ModuleList(blocks)
+        self.num_features = width
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        hidden = inputs
+        for index, block in enumerate(self.blocks):
+            if index > 0 and hidden.shape[-1] > 1:
+                hidden = F.max_pool1d(hidden, kernel_size=2, ceil_mode=True)
+            hidden = block(hidden)
+        return hidden.mean(dim=-1)
+
+
 def _build_backbone(spec: dict) -> nn.Module:
     """A feature extractor with a `num_features` attribute, built from one modality's config entry."""
     shape = spec["input_shape"]
@@ -175,6 +206,13 @@ def _build_backbone(spec: dict) -> nn.Module:
         return MLPEncoder(
             in_features=math.prod(frame_shape),
             hidden_sizes=list(kwargs.get("hidden_sizes", [256])),
+            dropout=float(kwargs.get("dropout", 0.0)),
+        )
+    if spec["encoder"] == "cnn1d":
+        return Conv1DEncoder(
+            in_channels=shape[0],
+            channels=list(kwargs.get("channels", [64, 64, 128])),
+            kernel_size=int(kwargs.get("kernel_size", 5)),
             dropout=float(kwargs.get("dropout", 0.0)),
         )
     # Inside try: transformers' trust_remote_code import check skips it, so MLP-only checkpoints load without timm.
@@ -311,7 +349,8 @@ class DIMMLPreTrainedModel(PreTrainedModel):
         elif spec["kind"] == "frames":
             mismatch = sample[0] != shape[0] or sample[1] != shape[1]  # frame count, channels
         else:
-            mismatch = sample[0] != shape[0]  # channels; spatial size is free for convolutional backbones
+            # Channels; the spatial size (a sequence's length for cnn1d) is free for convolutional backbones.
+            mismatch = sample[0] != shape[0]
         if mismatch:
             raise ValueError(f"modality {spec['name']!r} ({spec['kind']}): expected shape {expected}, got {actual}")
 

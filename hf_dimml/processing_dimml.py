@@ -20,6 +20,13 @@ the full recipe. Output of one sample, per kind (a batch axis is always added in
 * ``audio`` ``(1, F, T)``: the pinned recipe of :func:`compute_audio_spectrogram`.
 * ``spectrogram`` ``(1, F, num_frames)``: a precomputed frequency x time array, resized in time.
 * ``image`` ``(C, H, W)``; ``frames`` ``(num_frames, C, H, W)``; ``vector`` ``(dim,)``.
+* ``sequence`` ``(channels, num_frames)``: a multichannel time series of any length, resized in time.
+
+Normalisation: every kind but ``audio`` (whose recipe z-scores each clip) takes ``mean`` / ``std``, per feature
+(``vector``) or per channel, given as numbers or as ``"train"``: :meth:`DIMMLProcessor.fit_normalization` then
+computes them from the training split and writes the numbers into the config, so the saved processor applies them to
+raw inputs. Sizes left open (``dim``, ``channels``, ``num_frames``, ``n_bins``, ``image_size``) are taken from a
+training example by :meth:`DIMMLProcessor.record_open_sizes`, recorded, and checked on every input.
 """
 
 from __future__ import annotations
@@ -54,7 +61,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PROCESSOR_KINDS = ("audio", "spectrogram", "image", "frames", "vector")
+PROCESSOR_KINDS = ("audio", "spectrogram", "image", "frames", "vector", "sequence")
+#: ``mean: train`` / ``std: train`` in a modality config: computed from the training split by
+#: :meth:`DIMMLProcessor.fit_normalization`, which replaces them by the numbers (then saved with the processor).
+FIT_FROM_TRAIN = "train"
 
 # Shared by the image and frames kinds.
 _IMAGE_DEFAULTS: dict[str, Any] = {
@@ -91,21 +101,37 @@ MODALITY_DEFAULTS: dict[str, dict[str, Any]] = {
         "resampling": "sinc_lowpass_linear",  # the one method implemented, stated for model cards
     },
     "spectrogram": {
-        "num_frames": None,  # required: output time length
-        "n_bins": None,  # optional check of the frequency size F
+        "num_frames": None,  # output time length; None: the first training example's (recorded when inferred)
+        "n_bins": None,  # check of the frequency size F; None: the first training example's (recorded)
         "time_resize": "interpolate",  # "interpolate" (linear) | "tile_crop" (tile, keep the first num_frames)
         "normalize": False,  # per-sample z-score
         "normalize_eps": 1e-5,
+        "mean": None,  # dataset statistics of the one channel (after `normalize`): a float, [float] or "train"
+        "std": None,
     },
     "image": dict(_IMAGE_DEFAULTS),
     "frames": {
         "num_frames": None,  # required: T frames per clip
         **_IMAGE_DEFAULTS,
     },
-    "vector": {"dim": None},  # optional check of the feature size D
+    "vector": {
+        "dim": None,  # check of the feature size D; None: the first training example's (recorded when inferred)
+        "mean": None,  # per-feature list (or one float), or "train": (x - mean) / std; None: used as given
+        "std": None,
+    },
+    # A multichannel time series (C, T) of any length T, e.g. sensor recordings.
+    "sequence": {
+        "channels": None,  # C; None: the first training example's (recorded when inferred)
+        "num_frames": None,  # output length T; None: the first training example's (recorded when inferred)
+        "time_resize": "interpolate",  # "interpolate" (linear) | "crop_pad" (crop / zero-pad) | "tile_crop"
+        "random_crop": False,  # train only, with crop_pad: a random window of a longer sequence (else its start)
+        "mean": None,  # per-channel list (or one float), or "train"; applied before the time resize
+        "std": None,
+    },
 }
 
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+_SEQUENCE_RESIZES = ("interpolate", "crop_pad", "tile_crop")
 _RESERVED_NAMES = {"labels", "train", "return_tensors", "is_batched", "sampling_rate", "generator"}
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 _PIL_MODE_BY_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
@@ -141,15 +167,47 @@ def _as_size(value: Any, where: str) -> list[int] | None:
     return [int(v) for v in value]
 
 
-def _as_channel_list(value: Any, channels: int, key: str, where: str) -> list[float] | None:
-    if value is None:
-        return None
-    values = [float(value)] * channels if isinstance(value, (int, float)) else [float(v) for v in value]
-    if len(values) != channels:
-        raise ValueError(f"{where}: {key} needs {channels} values (one per channel), got {value!r}")
+def _as_channel_list(
+    value: Any, channels: int | None, key: str, where: str, unit: str = "channel"
+) -> list[float] | float | str | None:
+    """A per-channel (or per-feature) statistic: None, ``"train"`` (to be fitted), or ``channels`` floats.
+
+    One number is repeated ``channels`` times; where ``channels`` is still open it stays one float.
+    """
+    if value is None or value == FIT_FROM_TRAIN:
+        return value
+    if isinstance(value, str) or not (
+        isinstance(value, (int, float, np.number)) or (isinstance(value, (list, tuple)) and value)
+    ):
+        raise ValueError(f"{where}: {key} must be a number, a list of numbers or {FIT_FROM_TRAIN!r}, got {value!r}")
+    try:
+        values = [float(value)] * (channels or 1) if not isinstance(value, (list, tuple)) else [float(v) for v in value]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {key} must be numbers, got {value!r}") from err
+    if channels is not None and len(values) != channels:
+        raise ValueError(f"{where}: {key} needs {channels} values (one per {unit}), got {value!r}")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"{where}: {key} must be finite, got {value!r}")
     if key == "std" and min(values) <= 0:
         raise ValueError(f"{where}: std must be positive, got {value!r}")
-    return values
+    return values if channels is not None or isinstance(value, (list, tuple)) else values[0]
+
+
+def _resolve_mean_std(cfg: dict[str, Any], size_key: str | None, where: str, unit: str = "channel") -> None:
+    """Check ``mean`` / ``std`` against ``cfg[size_key]`` (channels, dim); a list fixes an open size."""
+    size = cfg[size_key] if size_key else 1
+    for key in ("mean", "std"):
+        cfg[key] = _as_channel_list(cfg[key], size, key, where, unit)
+        if size_key and size is None and isinstance(cfg[key], list):
+            size = cfg[size_key] = len(cfg[key])
+    if size_key:  # a scalar given while the size was open: one value per channel / feature, now that it is known
+        for key in ("mean", "std"):
+            cfg[key] = _as_channel_list(cfg[key], cfg[size_key], key, where, unit)
+    if (cfg["mean"] is None) != (cfg["std"] is None):
+        raise ValueError(f"{where}: give both mean and std, or neither")
+    if (cfg["mean"] == FIT_FROM_TRAIN) != (cfg["std"] == FIT_FROM_TRAIN):
+        raise ValueError(f"{where}: mean and std are computed from the training split together: set both to "
+                         f"{FIT_FROM_TRAIN!r}")
 
 
 def _positive_int(cfg: dict[str, Any], key: str, where: str, required: bool = False) -> None:
@@ -209,11 +267,21 @@ def resolve_modality_config(config: Mapping[str, Any]) -> dict[str, Any]:
         cfg["log_offset"] = float(cfg["log_offset"])
         cfg["normalize_eps"] = float(cfg["normalize_eps"])
     elif kind == "spectrogram":
-        _positive_int(cfg, "num_frames", where, required=True)
+        _positive_int(cfg, "num_frames", where)
         _positive_int(cfg, "n_bins", where)
         if cfg["time_resize"] not in ("interpolate", "tile_crop"):
             raise ValueError(f"{where}: time_resize must be 'interpolate' or 'tile_crop', got {cfg['time_resize']!r}")
         cfg["normalize_eps"] = float(cfg["normalize_eps"])
+        _resolve_mean_std(cfg, None, where)
+    elif kind == "sequence":
+        _positive_int(cfg, "channels", where)
+        _positive_int(cfg, "num_frames", where)
+        if cfg["time_resize"] not in _SEQUENCE_RESIZES:
+            raise ValueError(f"{where}: time_resize must be one of {_SEQUENCE_RESIZES}, got {cfg['time_resize']!r}")
+        cfg["random_crop"] = bool(cfg["random_crop"])
+        if cfg["random_crop"] and cfg["time_resize"] != "crop_pad":
+            raise ValueError(f"{where}: random_crop needs time_resize='crop_pad'")
+        _resolve_mean_std(cfg, "channels", where)
     elif kind in ("image", "frames"):
         if kind == "frames":
             _positive_int(cfg, "num_frames", where, required=True)
@@ -221,10 +289,7 @@ def resolve_modality_config(config: Mapping[str, Any]) -> dict[str, Any]:
         if cfg["channels"] > 4:
             raise ValueError(f"{where}: channels must be 1..4, got {cfg['channels']}")
         cfg["image_size"] = _as_size(cfg["image_size"], where)
-        cfg["mean"] = _as_channel_list(cfg["mean"], cfg["channels"], "mean", where)
-        cfg["std"] = _as_channel_list(cfg["std"], cfg["channels"], "std", where)
-        if (cfg["mean"] is None) != (cfg["std"] is None):
-            raise ValueError(f"{where}: give both mean and std, or neither")
+        _resolve_mean_std(cfg, "channels", where)
         if cfg["value_range"] is not None:
             low, high = (float(v) for v in cfg["value_range"])
             if not high > low:
@@ -248,6 +313,7 @@ def resolve_modality_config(config: Mapping[str, Any]) -> dict[str, Any]:
         cfg["flip_inverts_channels"] = inverted
     elif kind == "vector":
         _positive_int(cfg, "dim", where)
+        _resolve_mean_std(cfg, "dim", where, unit="feature")
     return cfg
 
 
@@ -590,6 +656,24 @@ def _describe(value: Any) -> str:
     return type(value).__name__
 
 
+def _mean_std(cfg: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The modality's normalisation statistics as float32 tensors (channel / feature axis first), or None."""
+    mean, std = cfg.get("mean"), cfg.get("std")
+    if mean is None:
+        return None
+    if mean == FIT_FROM_TRAIN or std == FIT_FROM_TRAIN:
+        raise ValueError(
+            f"modality {cfg['name']!r}: mean / std are {FIT_FROM_TRAIN!r} but were never computed: call "
+            f"processor.fit_normalization(train_split) first (train.py does it for a user dataset)"
+        )
+    return torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+
+
+def _without_stats(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """``cfg`` with the dataset normalisation switched off (to measure the statistics, or shapes before a fit)."""
+    return {**cfg, "mean": None, "std": None} if "mean" in cfg else dict(cfg)
+
+
 # --------------------------------------------------------------------------------------------
 # The processor
 # --------------------------------------------------------------------------------------------
@@ -629,6 +713,7 @@ class DIMMLProcessor(FeatureExtractionMixin):
       single-channel planes, e.g. optical flow ``[u, v]``), an array ``(N, H, W[, C])``, or a
       directory of image files (sorted by name).
     * ``vector``: a 1-D array / list of numbers.
+    * ``sequence``: a ``(C, T)`` array / nested list of any length T (a 1-D one when ``channels`` is 1).
 
     Frame sampling: ``train=True`` draws ``num_frames`` distinct frames at random (sorted, fresh on
     every call, from ``generator`` or torch's global RNG, which DataLoader workers reseed);
@@ -674,13 +759,110 @@ class DIMMLProcessor(FeatureExtractionMixin):
         if kind == "audio":
             return (1, *spectrogram_shape(cfg))
         if kind == "spectrogram":
-            return None if cfg["n_bins"] is None else (1, cfg["n_bins"], cfg["num_frames"])
+            return None if None in (cfg["n_bins"], cfg["num_frames"]) else (1, cfg["n_bins"], cfg["num_frames"])
+        if kind == "sequence":
+            return None if None in (cfg["channels"], cfg["num_frames"]) else (cfg["channels"], cfg["num_frames"])
         if kind in ("image", "frames"):
             if cfg["image_size"] is None:
                 return None
             shape = (cfg["channels"], *cfg["image_size"])
             return shape if kind == "image" else (cfg["num_frames"], *shape)
         return None if cfg["dim"] is None else (cfg["dim"],)
+
+    def record_open_sizes(self, example: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+        """Fill the sizes the configs leave open from one raw example, and keep them in the configs.
+
+        ``dim`` (vector), ``channels`` / ``num_frames`` (sequence), ``n_bins`` / ``num_frames`` (spectrogram) and
+        ``image_size`` (image, frames) become the example's; from then on they are saved with the processor
+        (``preprocessor_config.json``) and checked (or, for ``num_frames`` and ``image_size``, resized to) on every
+        input. Modalities absent from ``example`` are left open. Returns ``{name: {key: size}}`` of what was filled.
+        """
+        filled: dict[str, dict[str, Any]] = {}
+        for index, cfg in enumerate(self.modalities):
+            name, kind = cfg["name"], cfg["kind"]
+            keys = {"vector": ("dim",), "sequence": ("channels", "num_frames"),
+                    "spectrogram": ("n_bins", "num_frames"), "image": ("image_size",),
+                    "frames": ("image_size",)}.get(kind, ())
+            open_keys = [key for key in keys if cfg[key] is None]
+            if not open_keys or name not in example:
+                continue
+            shape = tuple(self._process_sample(example[name], _without_stats(cfg), False, None, None).shape)
+            # Sample shapes: vector (D,), sequence (C, T), spectrogram (1, F, T), image (C, H, W), frames (N, C, H, W).
+            axes = {"vector": {"dim": 0}, "sequence": {"channels": 0, "num_frames": 1},
+                    "spectrogram": {"n_bins": 1, "num_frames": 2}}.get(kind)
+            sizes = {key: shape[axis] for key, axis in axes.items()} if axes else {"image_size": list(shape[-2:])}
+            filled[name] = {key: sizes[key] for key in open_keys}
+            self.modalities[index] = resolve_modality_config({**cfg, **filled[name]})
+        return filled
+
+    def fit_normalization(
+        self, train_data: Any, names: Sequence[str] | None = None, batch_size: int = 256
+    ) -> dict[str, dict[str, list[float]]]:
+        """Compute ``mean`` / ``std`` from the training split's raw columns and store them in the configs.
+
+        Args:
+            train_data: the training split: a ``datasets.Dataset`` with a column per modality, or a mapping of
+                modality name -> list of raw samples (what the processor takes, before any scaling).
+            names: the modalities to fit; default: those whose config says ``mean: train`` / ``std: train``.
+            batch_size: rows read at a time (a ``Dataset`` is never loaded whole).
+
+        Statistics per kind, over every training sample (eval-mode processing, without the normalisation itself):
+        ``vector`` per feature; ``sequence`` per channel over all time steps, at each series' own length (before the
+        time resize); ``image`` / ``frames`` per channel over all pixels (of every frame) after the resize and the
+        [0, 1] scaling; ``spectrogram`` over all bins (one channel). The population standard deviation; a constant
+        feature gets std 1. The result replaces ``mean`` / ``std``, so ``save_pretrained`` stores it and a saved
+        processor applies it to raw inputs. Returns ``{name: {"mean": [...], "std": [...]}}``.
+        """
+        if names is None:
+            names = [cfg["name"] for cfg in self.modalities if cfg.get("mean") == FIT_FROM_TRAIN]
+        is_dataset = hasattr(train_data, "select_columns") and hasattr(train_data, "column_names")
+        fitted: dict[str, dict[str, list[float]]] = {}
+        for name in names:
+            cfg = self.modality_config(name)
+            where = f"modality {name!r}"
+            if "mean" not in cfg:
+                raise ValueError(f"{where}: kind {cfg['kind']!r} has no dataset normalisation (the audio recipe "
+                                 "z-scores each clip: set normalize)")
+            available = train_data.column_names if is_dataset else list(train_data)
+            if name not in available:
+                raise ValueError(f"{where}: the training data has no column {name!r} to compute mean / std from "
+                                 f"(columns: {sorted(available)})")
+            raw_cfg = _without_stats(cfg)
+            count = len(train_data) if is_dataset else len(train_data[name])
+            total = total_sq = None
+            n = 0
+            for start in range(0, count, batch_size):
+                rows = train_data[start : start + batch_size][name] if is_dataset else \
+                    train_data[name][start : start + batch_size]
+                for sample in rows:
+                    if cfg["kind"] == "sequence":
+                        values = torch.from_numpy(self._sequence_array(sample, raw_cfg)).double()  # (C, T)
+                        axes, weight = (1,), values.shape[1]
+                    else:
+                        values = self._process_sample(sample, raw_cfg, False, None, None).double()
+                        channel_axis = {"vector": None, "frames": 1}.get(cfg["kind"], 0)
+                        if channel_axis is None:
+                            axes, weight = (), 1
+                        else:
+                            axes = tuple(a for a in range(values.dim()) if a != channel_axis)
+                            weight = math.prod(values.shape[a] for a in axes)
+                    sums = values.sum(dim=axes) if axes else values
+                    sums_sq = (values * values).sum(dim=axes) if axes else values * values
+                    if total is not None and sums.shape != total.shape:
+                        raise ValueError(f"{where}: training samples differ in size ({tuple(total.shape)} vs "
+                                         f"{tuple(sums.shape)} channels / features)")
+                    total = sums if total is None else total + sums
+                    total_sq = sums_sq if total_sq is None else total_sq + sums_sq
+                    n += weight
+            if total is None:
+                raise ValueError(f"{where}: the training data is empty: no mean / std to compute")
+            mean = total / n
+            std = (total_sq / n - mean * mean).clamp_min(0.0).sqrt()
+            std = torch.where(std > 1e-12 * mean.abs().clamp_min(1.0), std, torch.ones_like(std))
+            fitted[name] = {"mean": [float(v) for v in mean.flatten()], "std": [float(v) for v in std.flatten()]}
+            index = self.modality_names.index(name)
+            self.modalities[index] = resolve_modality_config({**cfg, **fitted[name]})
+        return fitted
 
     def to_dict(self) -> dict[str, Any]:
         output = {k: copy.deepcopy(v) for k, v in self.__dict__.items() if not k.startswith("_")}
@@ -775,9 +957,8 @@ class DIMMLProcessor(FeatureExtractionMixin):
         depth = _numeric_depth(value) if isinstance(value, (list, tuple)) else None
         if _is_array(value) or depth is not None:
             ndim = value.ndim if _is_array(value) else depth
-            single_ndims = {"audio": (1, 2), "spectrogram": (2,), "image": (2, 3), "frames": (3, 4), "vector": (1,)}[
-                kind
-            ]
+            single_ndims = {"audio": (1, 2), "spectrogram": (2,), "image": (2, 3), "frames": (3, 4), "vector": (1,),
+                            "sequence": (1, 2) if cfg.get("channels") in (None, 1) else (2,)}[kind]
             return ndim not in single_ndims
         if isinstance(value, (list, tuple)) and value:
             first = value[0]
@@ -819,6 +1000,8 @@ class DIMMLProcessor(FeatureExtractionMixin):
             return self._finish_images([image], cfg, train, generator)[0]
         if kind == "frames":
             return self._process_frames(sample, cfg, train, generator)
+        if kind == "sequence":
+            return self._process_sequence(sample, cfg, train, generator)
         return self._process_vector(sample, cfg)
 
     def _process_audio(self, sample: Any, cfg: Mapping[str, Any], sampling_rate: int | None) -> torch.Tensor:
@@ -887,7 +1070,7 @@ class DIMMLProcessor(FeatureExtractionMixin):
             raise ValueError(f"{where}: expected {cfg['n_bins']} frequency bins, got shape {array.shape}{hint}")
         tensor = torch.from_numpy(array)
         num_frames = cfg["num_frames"]
-        if tensor.shape[1] != num_frames:
+        if num_frames is not None and tensor.shape[1] != num_frames:
             if cfg["time_resize"] == "interpolate":
                 tensor = F.interpolate(tensor[None], size=num_frames, mode="linear", align_corners=False)[0]
             else:
@@ -895,6 +1078,9 @@ class DIMMLProcessor(FeatureExtractionMixin):
                 tensor = tensor.repeat(1, repeats)[:, :num_frames]
         if cfg["normalize"]:
             tensor = (tensor - tensor.mean()) / (tensor.std(unbiased=False) + cfg["normalize_eps"])
+        stats = _mean_std(cfg)
+        if stats is not None:
+            tensor = (tensor - stats[0]) / stats[1]
         return tensor.contiguous()[None]
 
     @staticmethod
@@ -907,7 +1093,50 @@ class DIMMLProcessor(FeatureExtractionMixin):
             raise ValueError(f"{where}: expected a 1-D vector, got shape {array.shape}")
         if cfg["dim"] is not None and array.shape[0] != cfg["dim"]:
             raise ValueError(f"{where}: expected a vector of length dim={cfg['dim']}, got length {array.shape[0]}")
-        return torch.from_numpy(array)
+        tensor = torch.from_numpy(array)
+        stats = _mean_std(cfg)
+        if stats is not None:
+            tensor = (tensor - stats[0]) / stats[1]
+        return tensor
+
+    @staticmethod
+    def _sequence_array(sample: Any, cfg: Mapping[str, Any]) -> np.ndarray:
+        """One raw time series as a float32 ``(C, T)`` array of its own length (a 1-D one is ``(1, T)``)."""
+        where = f"modality {cfg['name']!r}"
+        channels = cfg["channels"]
+        if not (_is_array(sample) or _numeric_depth(sample) is not None):
+            raise ValueError(f"{where}: expected a (channels, time) array, got {_describe(sample)}")
+        array = _numeric_array(sample, "a (channels, time) sequence", np.float32, where)
+        if array.ndim == 1 and channels in (None, 1):
+            array = array[None]
+        if array.ndim != 2:
+            raise ValueError(f"{where}: expected a 2-D (channels, time) array, got shape {array.shape}")
+        if channels is not None and array.shape[0] != channels:
+            hint = " (transposed? the layout is (channels, time))" if array.shape[1] == channels else ""
+            raise ValueError(f"{where}: expected {channels} channel(s), got shape {array.shape}{hint}")
+        return array
+
+    def _process_sequence(self, sample: Any, cfg: Mapping[str, Any], train: bool,
+                          generator: torch.Generator | None) -> torch.Tensor:
+        """``(C, T)`` -> normalised per channel -> ``(C, num_frames)`` (interpolated, cropped / padded or tiled)."""
+        tensor = torch.from_numpy(self._sequence_array(sample, cfg))
+        stats = _mean_std(cfg)
+        if stats is not None:
+            tensor = (tensor - stats[0][:, None]) / stats[1][:, None]
+        num_frames, length = cfg["num_frames"], tensor.shape[1]
+        if num_frames is None or length == num_frames:
+            return tensor.contiguous()
+        mode = cfg["time_resize"]
+        if mode == "interpolate":
+            return F.interpolate(tensor[None], size=num_frames, mode="linear", align_corners=False)[0].contiguous()
+        if mode == "tile_crop":
+            return tensor.repeat(1, int(math.ceil(num_frames / length)))[:, :num_frames].contiguous()
+        if length < num_frames:  # crop_pad: zeros (the mean, when normalised) after the end
+            return F.pad(tensor, (0, num_frames - length)).contiguous()
+        start = 0
+        if train and cfg["random_crop"]:
+            start = int(torch.randint(0, length - num_frames + 1, (1,), generator=generator))
+        return tensor[:, start : start + num_frames].contiguous()
 
     # -- images and frames ---------------------------------------------------------------
 
@@ -1087,10 +1316,9 @@ class DIMMLProcessor(FeatureExtractionMixin):
                     image = image.clone()
                     for channel in cfg["flip_inverts_channels"]:
                         image[channel] = 1.0 - image[channel]  # e.g. horizontal flow changes sign
-            if cfg["mean"] is not None:
-                mean = torch.tensor(cfg["mean"], dtype=torch.float32)[:, None, None]
-                std = torch.tensor(cfg["std"], dtype=torch.float32)[:, None, None]
-                image = (image - mean) / std
+            stats = _mean_std(cfg)
+            if stats is not None:
+                image = (image - stats[0][:, None, None]) / stats[1][:, None, None]
             finished.append(image.contiguous().float())
         return finished
 

@@ -102,6 +102,13 @@ def test_config_is_filled_with_defaults_and_json_ready() -> None:
         ({"name": "a", "kind": "audio", "win_length": 1024}, "exceeds n_fft"),
         ({"name": "a", "kind": "image", "image_size": None, "random_resized_crop": [0.5, 1]}, "needs an image_size"),
         ({"name": "a", "kind": "spectrogram", "num_frames": 4, "time_resize": "stretch"}, "time_resize"),
+        ({"name": "a", "kind": "vector", "dim": 3, "mean": [0.0, 1.0], "std": 1.0}, "mean needs 3 values \\(one per feature"),
+        ({"name": "a", "kind": "vector", "mean": "train", "std": 2.0}, "set both to 'train'"),
+        ({"name": "a", "kind": "vector", "mean": 0.0, "std": [1.0, 0.0]}, "std must be positive"),
+        ({"name": "a", "kind": "vector", "mean": "median", "std": 1.0}, "mean must be a number"),
+        ({"name": "a", "kind": "sequence", "time_resize": "stretch"}, "time_resize must be one of"),
+        ({"name": "a", "kind": "sequence", "random_crop": True}, "random_crop needs time_resize='crop_pad'"),
+        ({"name": "a", "kind": "sequence", "channels": 2, "mean": [0.0] * 3, "std": 1.0}, "mean needs 2 values"),
     ],
 )
 def test_bad_config_raises(config: dict, message: str) -> None:
@@ -587,3 +594,123 @@ def test_trust_remote_code_load_without_hf_dimml(tmp_path: Path, av_processor: D
         [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+# -- normalisation, recorded sizes and the sequence kind (issue 15) --------------------------------------------------
+
+
+def test_vector_mean_std_given_or_fitted_and_saved(tmp_path: Path) -> None:
+    processor = DIMMLProcessor(modalities=[{"name": "v", "kind": "vector", "mean": [1.0, 2.0], "std": 0.5}])
+    assert processor.modalities[0]["dim"] == 2 and processor.modalities[0]["std"] == [0.5, 0.5]  # size from the list
+    torch.testing.assert_close(processor(v=[2.0, 2.0])["v"], torch.tensor([[2.0, 0.0]]))
+
+    unfitted = DIMMLProcessor(modalities=[{"name": "v", "kind": "vector", "mean": "train", "std": "train"}])
+    with pytest.raises(ValueError, match="modality 'v': mean / std are 'train' but were never computed"):
+        unfitted(v=[1.0, 2.0, 3.0])
+    rng = np.random.default_rng(0)
+    train = rng.normal([10.0, -3.0, 1e4], [2.0, 0.1, 1e3], size=(200, 3))
+    assert unfitted.record_open_sizes({"v": train[0]}) == {"v": {"dim": 3}}
+    fitted = unfitted.fit_normalization({"v": list(train)})
+    # The inputs are read as float32, the sums taken in float64.
+    np.testing.assert_allclose(fitted["v"]["mean"], train.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(fitted["v"]["std"], train.std(0), rtol=1e-6)
+    unfitted.save_pretrained(tmp_path)
+    saved = DIMMLProcessor.from_pretrained(tmp_path)
+    assert saved.modalities[0]["dim"] == 3 and saved.modalities[0]["mean"] == fitted["v"]["mean"]
+    out = saved(v=list(train[:5]), is_batched=True)["v"]
+    torch.testing.assert_close(out, torch.tensor((train[:5] - train.mean(0)) / train.std(0), dtype=torch.float32))
+    with pytest.raises(ValueError, match="modality 'v': expected a vector of length dim=3, got length 2"):
+        saved(v=[1.0, 2.0])
+
+
+def test_fit_normalization_per_channel_from_a_dataset_of_every_kind() -> None:
+    datasets = pytest.importorskip("datasets")
+    rng = np.random.default_rng(1)
+    pictures = [rng.integers(0, 256, (4, 5, 3), dtype=np.uint8) for _ in range(6)]
+    series = [rng.normal([[1.0], [50.0]], [[1.0], [10.0]], size=(2, int(n))) for n in rng.integers(5, 15, 6)]
+    spectra = [rng.normal(3.0, 2.0, size=(4, 7)) for _ in range(6)]
+    clips = [rng.integers(0, 256, (3, 4, 5), dtype=np.uint8) for _ in range(6)]
+    table = datasets.Dataset.from_dict({"pic": pictures, "seq": [s.tolist() for s in series], "spec": spectra,
+                                        "clip": clips, "other": list(range(6))})
+    stats = {"mean": "train", "std": "train"}
+    processor = DIMMLProcessor(modalities=[
+        {"name": "pic", "kind": "image", "image_size": None, **stats},
+        {"name": "seq", "kind": "sequence", "num_frames": 8, **stats},
+        {"name": "spec", "kind": "spectrogram", "num_frames": 7, **stats},
+        {"name": "clip", "kind": "frames", "num_frames": 2, "channels": 1, "image_size": None, **stats},
+    ])
+    fitted = processor.fit_normalization(table, batch_size=4)  # read in chunks, never whole
+    pixels = np.stack(pictures).astype(np.float64) / 255
+    np.testing.assert_allclose(fitted["pic"]["mean"], pixels.mean((0, 1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(fitted["pic"]["std"], pixels.std((0, 1, 2)), rtol=1e-6)
+    steps = np.concatenate(series, axis=1)  # every time step of every series, at its own length
+    np.testing.assert_allclose(fitted["seq"]["mean"], steps.mean(1), rtol=1e-6)
+    np.testing.assert_allclose(fitted["seq"]["std"], steps.std(1), rtol=1e-6)
+    np.testing.assert_allclose(fitted["spec"]["mean"], [np.stack(spectra).mean()], rtol=1e-5)
+    chosen = np.stack(clips)[:, [0, 2]].astype(np.float64) / 255  # eval: 2 of 3 frames, evenly spaced (0 and 2)
+    np.testing.assert_allclose(fitted["clip"]["mean"], [chosen.mean()], rtol=1e-6)
+    out = processor(seq=series[:3], pic=pictures[:3], is_batched=True)
+    assert out["seq"].shape == (3, 2, 8) and out["pic"].shape == (3, 3, 4, 5)
+    with pytest.raises(ValueError, match="kind 'audio' has no dataset normalisation"):
+        DIMMLProcessor(modalities=[TINY_AUDIO_MODALITY]).fit_normalization({"audio": []}, names=["audio"])
+    with pytest.raises(ValueError, match="no column 'pic'"):
+        processor.fit_normalization({"seq": series}, names=["pic"])
+
+
+def test_sequence_kind_resizes_in_time_and_checks_its_channels() -> None:
+    series = np.arange(2 * 6, dtype=np.float32).reshape(2, 6)
+    crop = DIMMLProcessor(modalities=[{"name": "s", "kind": "sequence", "channels": 2, "num_frames": 4,
+                                       "time_resize": "crop_pad", "random_crop": True}])
+    torch.testing.assert_close(crop(s=series)["s"][0], torch.from_numpy(series[:, :4]))  # eval: the start
+    windows = {tuple(crop(s=series, train=True, generator=torch.Generator().manual_seed(seed))["s"][0, 0].tolist())
+               for seed in range(20)}
+    assert windows == {(0.0, 1.0, 2.0, 3.0), (1.0, 2.0, 3.0, 4.0), (2.0, 3.0, 4.0, 5.0)}  # train: random windows
+    padded = crop(s=series[:, :3])["s"][0]
+    torch.testing.assert_close(padded, torch.tensor([[0.0, 1.0, 2.0, 0.0], [6.0, 7.0, 8.0, 0.0]]))
+    tile = DIMMLProcessor(modalities=[{"name": "s", "kind": "sequence", "num_frames": 5, "time_resize": "tile_crop"}])
+    assert tile(s=series[:, :2])["s"][0, 0].tolist() == [0.0, 1.0, 0.0, 1.0, 0.0]
+    interpolate = DIMMLProcessor(modalities=[{"name": "s", "kind": "sequence", "num_frames": 12}])
+    assert interpolate(s=[series, series[:, :3]])["s"].shape == (2, 2, 12)  # variable lengths, one batch
+    one_channel = DIMMLProcessor(modalities=[{"name": "s", "kind": "sequence", "channels": 1, "num_frames": 3}])
+    assert one_channel(s=[1.0, 2.0, 3.0])["s"].shape == (1, 1, 3)  # a 1-D series is (1, T)
+    with pytest.raises(ValueError, match="expected 2 channel\\(s\\), got shape \\(6, 2\\) \\(transposed\\?"):
+        crop(s=series.T)
+    with pytest.raises(ValueError, match="finite"):
+        crop(s=np.full((2, 5), np.nan))
+
+
+def test_open_sizes_are_recorded_and_old_configs_give_the_same_outputs(tmp_path: Path) -> None:
+    # A config saved before normalisation and open spectrogram lengths existed: no mean / std keys.
+    old = {"feature_extractor_type": "DIMMLProcessor", "modalities": [
+        {"name": "mfcc", "kind": "spectrogram", "num_frames": 10, "n_bins": 13, "time_resize": "interpolate",
+         "normalize": False, "normalize_eps": 1e-5},
+        {"name": "tab", "kind": "vector", "dim": None},
+        {"name": "pic", "kind": "image", "channels": 3, "image_size": [4, 4], "mean": [0.5] * 3, "std": [0.25] * 3,
+         "value_range": None, "interpolation": "bilinear", "random_resized_crop": None, "random_flip": False,
+         "flip_inverts_channels": []}]}
+    (tmp_path / "preprocessor_config.json").write_text(__import__("json").dumps(old))
+    processor = DIMMLProcessor.from_pretrained(tmp_path)
+    rng = np.random.default_rng(2)
+    mfcc, tab, pic = rng.normal(size=(13, 17)).astype(np.float32), [0.5, -1.0, 2.0], rng.random((4, 4, 3))
+    out = processor(mfcc=mfcc, tab=tab, pic=pic)
+    expected_mfcc = torch.nn.functional.interpolate(torch.from_numpy(mfcc)[None], size=10, mode="linear",
+                                                    align_corners=False)
+    torch.testing.assert_close(out["mfcc"], expected_mfcc[None])
+    torch.testing.assert_close(out["tab"], torch.tensor([tab]))
+    torch.testing.assert_close(out["pic"], (torch.from_numpy(pic).float().permute(2, 0, 1)[None] - 0.5) / 0.25)
+
+    open_processor = DIMMLProcessor(modalities=[{"name": "seq", "kind": "sequence"},
+                                                {"name": "spec", "kind": "spectrogram"},
+                                                {"name": "tab", "kind": "vector"}])
+    assert open_processor.output_shape("seq") is None
+    filled = open_processor.record_open_sizes({"seq": np.zeros((3, 9)), "spec": np.zeros((5, 7)), "tab": tab})
+    assert filled == {"seq": {"channels": 3, "num_frames": 9}, "spec": {"n_bins": 5, "num_frames": 7},
+                      "tab": {"dim": 3}}
+    open_processor.save_pretrained(tmp_path / "filled")
+    saved = __import__("json").loads((tmp_path / "filled" / "preprocessor_config.json").read_text())
+    assert [(m.get("channels"), m.get("num_frames"), m.get("n_bins"), m.get("dim")) for m in saved["modalities"]] \
+        == [(3, 9, None, None), (None, 7, 5, None), (None, None, None, 3)]
+    reloaded = DIMMLProcessor.from_pretrained(tmp_path / "filled")
+    assert reloaded(seq=np.zeros((3, 20)))["seq"].shape == (1, 3, 9)  # resized to the recorded length
+    with pytest.raises(ValueError, match="modality 'spec': expected 5 frequency bins"):
+        reloaded(spec=np.zeros((6, 7)))

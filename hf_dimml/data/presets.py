@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from hf_dimml.processing_dimml import DIMMLProcessor, resolve_modality_config
 
 __all__ = [
     "DEFAULT_ENCODER",
+    "DEFAULT_ENCODER_BY_KIND",
     "DEFAULT_HIDDEN_SIZE",
     "DatasetPreset",
     "MODEL_KIND",
@@ -56,8 +58,13 @@ MODEL_KIND: dict[str, str] = {
     "frames": "frames",
     "image": "image",
     "vector": "vector",
+    "sequence": "sequence",
 }
+#: The encoder of the image-like kinds (image, spectrogram, frames) unless a preset or the user says otherwise.
 DEFAULT_ENCODER = "resnet18"
+#: Kinds whose default encoder is fixed by their shape: a feature vector is read by the MLP, a `(C, T)` time series
+#: by the small 1-D CNN over time (`Conv1DEncoder`); resnet18 is only for image-like inputs.
+DEFAULT_ENCODER_BY_KIND: dict[str, str] = {"vector": "mlp", "sequence": "cnn1d"}
 DEFAULT_HIDDEN_SIZE = 512
 #: The `--dataset` name of a user dataset (read with `load_user_dataset`).
 USER_DATASET = "user"
@@ -96,11 +103,13 @@ class DatasetPreset:
         **changes: Any,
     ) -> DatasetPreset:
         """This preset with other processor configs (recipe overrides, a built dataset's recipe) and model entries
-        derived from them again; `example` (one raw row) gives the shapes the configs leave open."""
-        configs = [resolve_modality_config(m) for m in processor_modalities]
-        model = model_modalities_from_processor(
-            configs, encoder=self.default_encoder, encoders=self.encoders, example=example
-        )
+        derived from them again; `example` (one raw row) gives the shapes the configs leave open, which are then
+        recorded in the processor configs (saved with the processor, checked at inference)."""
+        processor = DIMMLProcessor(modalities=[resolve_modality_config(m) for m in processor_modalities])
+        if example is not None:
+            processor.record_open_sizes(example)
+        configs = processor.modalities
+        model = model_modalities_from_processor(configs, encoder=self.default_encoder, encoders=self.encoders)
         return dataclasses.replace(self, processor_modalities=configs, model_modalities=model, **changes)
 
 
@@ -128,7 +137,8 @@ def model_modalities_from_processor(
 
     Args:
         processor: a `DIMMLProcessor` or its modality configs.
-        encoder: encoder of the image-like modalities (vectors always get `"mlp"` unless `encoders` says otherwise).
+        encoder: encoder of the image-like modalities; vectors get `"mlp"` and sequences `"cnn1d"`
+            (`DEFAULT_ENCODER_BY_KIND`) unless `encoders` says otherwise.
         encoders: per modality name, an encoder name or `{"encoder": ..., "encoder_kwargs": {...}}`.
         example: one raw row (column name -> value); processed to find the shapes the configs leave open
             (a vector without `dim`, an image without `image_size`, a spectrogram without `n_bins`).
@@ -136,19 +146,18 @@ def model_modalities_from_processor(
     Raises:
         ValueError: a shape is open and no example is given, or an encoder override names an unknown modality.
     """
-    if not isinstance(processor, DIMMLProcessor):
-        processor = DIMMLProcessor(modalities=list(processor))
+    # A copy: the sizes an example fills in are recorded there, never in the caller's processor.
+    processor = DIMMLProcessor(modalities=list(processor.modalities if isinstance(processor, DIMMLProcessor)
+                                               else processor))
     encoders = dict(encoders or {})
     unknown = sorted(set(encoders) - set(processor.modality_names))
     if unknown:
         raise ValueError(f"encoders name unknown modalities {unknown}; the modalities are {processor.modality_names}")
-    shapes: dict[str, tuple[int, ...] | None] = {
-        name: processor.output_shape(name) for name in processor.modality_names
-    }
-    open_shapes = [name for name, shape in shapes.items() if shape is None]
+    open_shapes = [name for name in processor.modality_names if processor.output_shape(name) is None]
     if open_shapes:
         if example is None:
-            hints = {"vector": "dim", "image": "image_size", "frames": "image_size", "spectrogram": "n_bins"}
+            hints = {"vector": "dim", "image": "image_size", "frames": "image_size", "spectrogram": "n_bins, num_frames",
+                     "sequence": "channels, num_frames"}
             raise ValueError(
                 "the input shape of modality "
                 + ", ".join(f"{n!r} (set {hints[processor.modality_config(n)['kind']]!r})" for n in open_shapes)
@@ -157,17 +166,15 @@ def model_modalities_from_processor(
         missing = [name for name in open_shapes if name not in example]
         if missing:
             raise ValueError(f"the example lacks the column(s) {missing} of modality(ies) {missing}")
-        processed = processor.make_transform(train=False)({name: [example[name]] for name in open_shapes})
-        for name in open_shapes:
-            shapes[name] = tuple(int(size) for size in processed[name].shape[1:])
+        processor.record_open_sizes({name: example[name] for name in open_shapes})
     entries = []
     for cfg in processor.modalities:
         name, kind = cfg["name"], MODEL_KIND[cfg["kind"]]
         entry: dict[str, Any] = {
             "name": name,
             "kind": kind,
-            "encoder": "mlp" if kind == "vector" else encoder,
-            "input_shape": list(shapes[name]),
+            "encoder": DEFAULT_ENCODER_BY_KIND.get(kind, encoder),
+            "input_shape": list(processor.output_shape(name)),
         }
         if name in encoders:
             entry.update(_encoder_entry(encoders[name], name))
@@ -387,6 +394,26 @@ def _apply_overrides(
     return [resolve_modality_config({**m, **dict(overrides.get(m["name"], {}))}) for m in configs]
 
 
+def _fit_user_processor(configs: Sequence[Mapping[str, Any]], raw: datasets.DatasetDict) -> list[dict[str, Any]]:
+    """A user dataset's processor configs completed from its training split: the sizes they leave open (from the
+    first example) and the `mean: train` / `std: train` statistics (from every training row), so that the saved
+    processor states and applies them. The recipe stored with the data (`info.description`) is updated to match."""
+    processor = DIMMLProcessor(modalities=list(configs))
+    train = raw["train"]
+    if len(train):
+        processor.record_open_sizes(train[0])
+        processor.fit_normalization(train)
+    for split in raw.values():
+        try:
+            recipe = json.loads(split.info.description or "")
+        except json.JSONDecodeError:
+            continue
+        if isinstance(recipe, dict) and recipe.get("modalities"):
+            recipe["modalities"] = processor.modalities
+            split.info.description = json.dumps(recipe, sort_keys=True)
+    return processor.modalities
+
+
 def prepare_dataset(
     name: str,
     *,
@@ -433,6 +460,7 @@ def prepare_dataset(
             cache_dir=cache_dir,
             **kwargs,
         )
+        configs = _fit_user_processor(configs, raw)
         base = DatasetPreset(
             name=USER_DATASET,
             processor_modalities=configs,
@@ -444,8 +472,7 @@ def prepare_dataset(
             encoders=encoders,
             extra={"modality_columns": columns, "temperatures": "our default; set --duc_temperature"},
         )
-        example = raw["train"][0] if len(raw["train"]) else None
-        return base.resolved(configs, example=example), raw
+        return base.resolved(configs), raw
 
     if any(value is not None for value in (dataset_path, data_format, processor_modalities, modality_columns,
                                            modality_kinds)):
