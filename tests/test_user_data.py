@@ -16,6 +16,7 @@ import yaml
 
 from hf_dimml import DIMMLForMultimodalClassification
 from hf_dimml.data.presets import model_modalities_from_processor, prepare_dataset
+from hf_dimml.model_card import build_model_card, dataset_display_name
 from hf_dimml.processing_dimml import DIMMLProcessor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling test module, whatever the import mode
@@ -151,3 +152,20 @@ def test_default_encoders_per_kind_and_open_sequence_sizes():
     entries = model_modalities_from_processor(configs, example=example)
     assert [(e["kind"], e["encoder"], e["input_shape"]) for e in entries] == [
         ("sequence", "cnn1d", [2, 17]), ("vector", "mlp", [3]), ("image", "resnet18", [1, 8, 8])]
+
+
+def test_the_card_names_a_user_dataset_by_its_own_name(tmp_path):
+    path = tmp_path / "views_for_name.parquet"
+    datasets.Dataset.from_dict({"view1": [[0.0, 1.0]] * 20, "activity": [0, 1] * 10}).to_parquet(str(path))
+    preset, _ = prepare_dataset("user", dataset_path=path, label_column="activity", cache_dir=tmp_path / "cache",
+                                processor_modalities=[{"name": "view1", "kind": "vector"}])
+    assert preset.extra["dataset_name"] == "views_for_name.parquet"  # what train.py writes as dataset.dataset_name
+    summary = {"method": "joint", "dataset": {"name": "user", "dataset_name": "HAR sensors", "description": "x"},
+               "modalities": [{"name": "acc", "kind": "sequence", "encoder": "cnn1d", "input_shape": [3, 24]},
+                              {"name": "gyro", "kind": "sequence", "encoder": "mlp", "input_shape": [2, 16]}]}
+    assert dataset_display_name(summary["dataset"]) == "HAR sensors"
+    card = str(build_model_card(summary))
+    assert "datasets:\n- HAR sensors" in card and "**acc + gyro**" in card and "audio-visual" not in card
+    older = {"name": "user", "description": "user dataset my data.csv (label column 'y')"}  # no dataset_name yet
+    assert dataset_display_name(older) == "my data.csv"
+    assert dataset_display_name({"name": "cremad", "description": "CREMA-D: ..."}) == "cremad"

@@ -470,7 +470,10 @@ def prepare_dataset(
             # The folder / file name only: the description travels into model cards, a local path must not.
             description=f"user dataset {Path(dataset_path).name} (label column {label_column!r})",
             encoders=encoders,
-            extra={"modality_columns": columns, "temperatures": "our default; set --duc_temperature"},
+            # `dataset_name`: the data's own name for summaries and model cards (training_summary.json's
+            # dataset.dataset_name), the folder / file name it was loaded from.
+            extra={"modality_columns": columns, "temperatures": "our default; set --duc_temperature",
+                   "dataset_name": Path(dataset_path).name},
         )
         return base.resolved(configs), raw
 
