@@ -808,8 +808,8 @@ class DIMMLProcessor(FeatureExtractionMixin):
 
         Statistics per kind, over every training sample (eval-mode processing, without the normalisation itself):
         ``vector`` per feature; ``sequence`` per channel over all time steps, at each series' own length (before the
-        time resize); ``image`` / ``frames`` per channel over all pixels (of every frame) after the resize and the
-        [0, 1] scaling; ``spectrogram`` over all bins (one channel). The population standard deviation; a constant
+        time resize); ``image`` / ``frames`` per channel over all pixels (of the frames taken at evaluation) after the
+        resize and the [0, 1] scaling; ``spectrogram`` over all bins (one channel). The population standard deviation; a constant
         feature gets std 1. The result replaces ``mean`` / ``std``, so ``save_pretrained`` stores it and a saved
         processor applies it to raw inputs. Returns ``{name: {"mean": [...], "std": [...]}}``.
         """
