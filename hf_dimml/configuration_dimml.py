@@ -8,12 +8,15 @@ encoder names) are imported.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from typing import Any
 
 from transformers import PretrainedConfig
 
-__all__ = ["DIMMLConfig", "MODALITY_KINDS", "METHODS"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["DIMMLConfig", "HEAD_LAYOUTS", "MODALITY_KINDS"]
 
 # Kind of model input -> rank of one sample (without the batch axis) and what each axis means.
 MODALITY_KINDS: dict[str, tuple[str, ...]] = {
@@ -28,9 +31,22 @@ MODALITY_KINDS: dict[str, tuple[str, ...]] = {
 # over time). Vectors take only "mlp", sequences "mlp" or "cnn1d"; the image-like kinds also any timm model.
 OWN_ENCODERS = ("mlp", "cnn1d")
 
-# dimml: DI-MML (ACM MM 2024); mla: alternating unimodal adaptation (CVPR 2024); dmrnet: representation decoupling
-# (ECCV 2024); joint: one CE on the concatenated features; unimodal: each encoder with its own head, alone.
-METHODS = ("dimml", "mla", "dmrnet", "joint", "unimodal")
+# The heads a model is built with and how they predict (modeling_dimml.DIMMLForMultimodalClassification); the
+# training method (hf_dimml.methods) chooses one.
+HEAD_LAYOUTS = (
+    "certainty_weighted", "unimodal_ensemble", "fused", "fused_with_private", "shared_head", "gaussian_embedding",
+)
+# Checkpoints of hf_dimml 0.1 name only their method: the layout each of those methods used.
+_LEGACY_HEAD_LAYOUTS = {
+    "dimml": "certainty_weighted", "unimodal": "unimodal_ensemble", "joint": "fused", "mla": "shared_head",
+    "dmrnet": "gaussian_embedding",
+}
+# Training knobs that hf_dimml 0.1 kept in the config; they are DIMMLTrainingArguments fields now. A saved config
+# holding them still loads (they are dropped: they never changed a prediction).
+_LEGACY_TRAINING_KEYS = (
+    "shared_weight", "duc_weight", "duc_temperature", "duc_start_epoch", "mla_alpha_start", "mla_alpha_end",
+    "dmrnet_kl_weight", "dmrnet_hcr_weight", "dmrnet_warmup_epochs",
+)
 
 # Names the forward signature already uses; a modality cannot take them.
 _RESERVED_NAMES = {"labels", "return_dict", "training_stage", "modality_mask", "kwargs", "self", "fusion", "final"}
@@ -127,30 +143,18 @@ class DIMMLConfig(PretrainedConfig):
             Common feature size d of every modality. An encoder whose output differs is followed by a linear
             projection to d, so that the shared classifier and DUC compare the same dimension across modalities.
         method (`str`, *optional*, defaults to `"dimml"`):
-            Training method the model is built for, which decides its heads and how it predicts:
-            `"dimml"` (private heads, shared classifier, fusion head; certainty-weighted), `"mla"` (one shared head;
-            entropy-weighted per sample), `"dmrnet"` (Gaussian embedding of the concatenated features, absent
-            modalities zeroed), `"joint"` (one head on the concatenated features) or `"unimodal"` (a head per
-            modality; their logits averaged).
-        shared_weight (`float`, *optional*, defaults to 1.0):
-            DI-MML weight w of the shared-classifier cross-entropy.
-        duc_weight (`float`, *optional*, defaults to 1.0):
-            DI-MML weight lambda of the dimension-decoupled unidirectional contrastive (DUC) loss.
-        duc_temperature (`float`, *optional*, defaults to 50.0):
-            DUC temperature tau (features are not normalised; reference: CREMA-D 50, AVE 10).
-        duc_start_epoch (`int`, *optional*, defaults to 20):
-            Epoch at which effective dimensions are selected and DUC switches on.
+            Name of the training method the model was trained with (`hf_dimml.methods`: `dimml`, `mla`, `dmrnet`,
+            `joint`, `unimodal`, ...), recorded for the card and the summary.
+        head_layout (`str`, *optional*):
+            The heads and how they predict (`HEAD_LAYOUTS`): `"certainty_weighted"` (DI-MML: private heads, shared
+            classifier, fusion head; certainty-weighted), `"unimodal_ensemble"` (a head per modality, logits
+            averaged), `"fused"` (one head on the concatenated features, absent modalities zeroed),
+            `"fused_with_private"` (the fused head predicts; each modality alone has its own head),
+            `"shared_head"` (MLA: one shared head, entropy-weighted per sample) or `"gaussian_embedding"` (DMRNet).
+            Defaults to the layout of `method` for the methods of hf_dimml 0.1; other methods give it
+            (`hf_dimml.methods.get_method(name).head_layout`).
         logit_temperature (`float`, *optional*, defaults to 1.0):
             Temperature T of the certainty-aware logit weighting used at inference.
-        mla_alpha_start (`float`, *optional*, defaults to 0.1), mla_alpha_end (`float`, *optional*, defaults to 0.01):
-            MLA: the regulariser alpha of the head-gradient projection, decayed linearly over training.
-        dmrnet_kl_weight (`float`, *optional*, defaults to 1e-3):
-            DMRNet: weight alpha of the KL term of the Gaussian embedding.
-        dmrnet_hcr_weight (`float`, *optional*, defaults to 0.25):
-            DMRNet: weight beta of the hard-combination regulariser.
-        dmrnet_warmup_epochs (`int`, *optional*, defaults to 6):
-            DMRNet: epochs during which the variance of each modality combination is tracked; the hard combination
-            (largest mean variance) is fixed after them.
         dmrnet_latent_size (`int`, *optional*):
             DMRNet: size of the Gaussian embedding (defaults to `hidden_size`).
         num_labels (`int`, *optional*):
@@ -168,7 +172,6 @@ class DIMMLConfig(PretrainedConfig):
     ...     ],
     ...     hidden_size=512,
     ...     num_labels=6,
-    ...     duc_temperature=50.0,
     ... )
     >>> model = DIMMLForMultimodalClassification(config)
     ```
@@ -181,19 +184,19 @@ class DIMMLConfig(PretrainedConfig):
         modalities: list[dict[str, Any]] | None = None,
         hidden_size: int = 128,
         method: str = "dimml",
-        shared_weight: float = 1.0,
-        duc_weight: float = 1.0,
-        duc_temperature: float = 50.0,
-        duc_start_epoch: int = 20,
+        head_layout: str | None = None,
         logit_temperature: float = 1.0,
-        mla_alpha_start: float = 0.1,
-        mla_alpha_end: float = 0.01,
-        dmrnet_kl_weight: float = 1e-3,
-        dmrnet_hcr_weight: float = 0.25,
-        dmrnet_warmup_epochs: int = 6,
         dmrnet_latent_size: int | None = None,
         **kwargs: Any,
     ) -> None:
+        legacy = [key for key in _LEGACY_TRAINING_KEYS if key in kwargs]
+        for key in legacy:
+            kwargs.pop(key)
+        if legacy:  # a config saved by hf_dimml 0.1, or code written for it
+            logger.warning(
+                "DIMMLConfig: %s are training arguments now (DIMMLTrainingArguments), not model settings; ignored",
+                legacy,
+            )
         if modalities is None:
             modalities = copy.deepcopy(_AV_DIGITS_MODALITIES)
         if "num_labels" not in kwargs and "id2label" not in kwargs:
@@ -201,16 +204,8 @@ class DIMMLConfig(PretrainedConfig):
         self.modalities = [self._normalise_modality(spec, index) for index, spec in enumerate(modalities)]
         self.hidden_size = hidden_size
         self.method = method
-        self.shared_weight = shared_weight
-        self.duc_weight = duc_weight
-        self.duc_temperature = duc_temperature
-        self.duc_start_epoch = duc_start_epoch
+        self.head_layout = head_layout if head_layout is not None else _LEGACY_HEAD_LAYOUTS.get(method)
         self.logit_temperature = logit_temperature
-        self.mla_alpha_start = mla_alpha_start
-        self.mla_alpha_end = mla_alpha_end
-        self.dmrnet_kl_weight = dmrnet_kl_weight
-        self.dmrnet_hcr_weight = dmrnet_hcr_weight
-        self.dmrnet_warmup_epochs = dmrnet_warmup_epochs
         self.dmrnet_latent_size = dmrnet_latent_size if dmrnet_latent_size is not None else hidden_size
         super().__init__(**kwargs)
         self._validate()
@@ -252,20 +247,16 @@ class DIMMLConfig(PretrainedConfig):
             raise ValueError(f"hidden_size must be a positive int, got {self.hidden_size!r}")
         if self.num_labels is None or self.num_labels < 2:
             raise ValueError(f"num_labels must be at least 2, got {self.num_labels!r}")
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        for field in ("shared_weight", "duc_weight", "dmrnet_kl_weight", "dmrnet_hcr_weight"):
-            value = getattr(self, field)
-            if not isinstance(value, (int, float)) or value < 0 or not math.isfinite(value):
-                raise ValueError(f"{field} must be a finite number >= 0, got {value!r}")
-        for field in ("duc_temperature", "logit_temperature", "mla_alpha_start", "mla_alpha_end"):
-            value = getattr(self, field)
-            if not isinstance(value, (int, float)) or value <= 0 or not math.isfinite(value):
-                raise ValueError(f"{field} must be a finite number > 0, got {value!r}")
-        for field in ("duc_start_epoch", "dmrnet_warmup_epochs"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{field} must be an int >= 0, got {value!r}")
+        if not isinstance(self.method, str) or not self.method:
+            raise ValueError(f"method must be the name of a training method, got {self.method!r}")
+        if self.head_layout is None:
+            raise ValueError(f"method {self.method!r}: give head_layout (one of {HEAD_LAYOUTS}); "
+                             f"hf_dimml.methods.get_method({self.method!r}).head_layout names the method's own")
+        if self.head_layout not in HEAD_LAYOUTS:
+            raise ValueError(f"head_layout must be one of {HEAD_LAYOUTS}, got {self.head_layout!r}")
+        value = self.logit_temperature
+        if not isinstance(value, (int, float)) or value <= 0 or not math.isfinite(value):
+            raise ValueError(f"logit_temperature must be a finite number > 0, got {value!r}")
         if not isinstance(self.dmrnet_latent_size, int) or self.dmrnet_latent_size < 1:
             raise ValueError(f"dmrnet_latent_size must be a positive int, got {self.dmrnet_latent_size!r}")
 

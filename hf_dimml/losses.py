@@ -1,4 +1,4 @@
-"""Training losses of DI-MML (DESIGN §2), MLA (§3) and DMRNet (§4), as plain functions of tensors.
+"""Training losses of DI-MML (docs/design.md §2), MLA (§3) and DMRNet (§4), as plain functions of tensors.
 
 Nothing here assumes one process: every function works on the local batch; what is gathered across processes (the
 effective-dimension statistics) is gathered by the caller, see `hf_dimml.trainer`.
@@ -189,7 +189,7 @@ def dimml_stage1_loss(
     return total, components
 
 
-# --- MLA (DESIGN §3) --------------------------------------------------------------------------------------------
+# --- MLA (docs/design.md §3) --------------------------------------------------------------------------------------------
 
 
 def mla_update_projector(projector: torch.Tensor, previous_mean: torch.Tensor, alpha: float) -> None:
@@ -209,7 +209,7 @@ def mla_project_head_gradient(weight_grad: torch.Tensor, projector: torch.Tensor
     return (weight_grad.float() @ projector.float()).to(weight_grad.dtype)
 
 
-# --- DMRNet (DESIGN §4) -----------------------------------------------------------------------------------------
+# --- DMRNet (docs/design.md §4) -----------------------------------------------------------------------------------------
 
 
 def draw_modality_subsets(batch_size: int, num_modalities: int, device=None, generator=None) -> torch.Tensor:

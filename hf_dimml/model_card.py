@@ -37,6 +37,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .methods import METHODS as METHOD_CLASSES
+
 __all__ = [
     "CITATIONS",
     "METHODS",
@@ -61,88 +63,11 @@ TEMPLATE_ENV_VAR = "HF_DIMML_MODEL_CARD_TEMPLATE"  # override the template witho
 TASK_TYPE = "multimodal-classification"
 TASK_NAME = "Multimodal classification"
 
-CITATIONS: dict[str, str] = {
-    "dimml": """@inproceedings{fan2024dimml,
-  title     = {Detached and Interactive Multimodal Learning},
-  author    = {Fan, Yunfeng and Xu, Wenchao and Wang, Haozhao and Liu, Junhong and Guo, Song},
-  booktitle = {Proceedings of the 32nd ACM International Conference on Multimedia (MM '24)},
-  year      = {2024},
-  eprint    = {2407.19514},
-  archivePrefix = {arXiv}
-}""",
-    "mla": """@inproceedings{zhang2024mla,
-  title     = {Multimodal Representation Learning by Alternating Unimodal Adaptation},
-  author    = {Zhang, Xiaohui and Yoon, Jaehong and Bansal, Mohit and Yao, Huaxiu},
-  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
-  pages     = {27456--27466},
-  year      = {2024},
-  eprint    = {2311.10707},
-  archivePrefix = {arXiv}
-}""",
-    "dmrnet": """@inproceedings{wei2024dmrnet,
-  title     = {Robust Multimodal Learning via Representation Decoupling},
-  author    = {Wei, Shicai and Luo, Yang and Wang, Yuji and Luo, Chunbo},
-  booktitle = {European Conference on Computer Vision (ECCV)},
-  year      = {2024},
-  eprint    = {2407.04458},
-  archivePrefix = {arXiv}
-}""",
-}
-
-# Display name, venue and a short description of every training method the package ships.
+# The card's text of every training method comes from the method's class (hf_dimml.methods).
+CITATIONS: dict[str, str] = {name: method.citation for name, method in METHOD_CLASSES.items() if method.citation}
 METHODS: dict[str, dict[str, str]] = {
-    "dimml": {
-        "display": "DI-MML",
-        "venue": "Detached and Interactive Multimodal Learning, ACM MM 2024",
-        "description": (
-            "DI-MML trains each modality's encoder with its own, detached objective: a private head, one "
-            "classifier shared by all modalities (fed one modality at a time, which aligns the meaning of "
-            "feature dimensions across modalities) and, from `duc_start_epoch` on, the dimension-decoupled "
-            "unidirectional contrastive (DUC) loss that transfers knowledge on the dimensions one modality "
-            "has learned and another has not. No loss term mixes two encoders' features, so no modality "
-            "dominates another's gradient. A fusion head is then trained on the frozen features (stage 2), "
-            "and a prediction combines the heads available for the sample with certainty-aware logit "
-            "weighting."
-        ),
-    },
-    "mla": {
-        "display": "MLA",
-        "venue": "Multimodal Representation Learning by Alternating Unimodal Adaptation, CVPR 2024",
-        "description": (
-            "MLA replaces joint training with alternating unimodal steps: for every batch, each modality in "
-            "turn updates its own encoder and one head shared by all modalities. The head's weight gradient "
-            "is projected (orthogonal weight modification) so that a modality's step does not erase what "
-            "the head learned from the others. A prediction fuses the shared head's per-modality logits "
-            "with per-sample weights that favour the modality with the lowest entropy."
-        ),
-    },
-    "dmrnet": {
-        "display": "DMRNet",
-        "venue": "Robust Multimodal Learning via Representation Decoupling, ECCV 2024",
-        "description": (
-            "DMRNet trains with modality dropout (each sample keeps a random non-empty subset of its "
-            "modalities) and maps the concatenated features to a Gaussian embedding: training samples from "
-            "it (reparameterisation), inference uses its mean. A KL term regularises the distribution and "
-            "a hard-combination regulariser adds weight to the modality combination with the largest "
-            "variance, which keeps every combination of modalities usable at test time."
-        ),
-    },
-    "joint": {
-        "display": "joint training (baseline)",
-        "venue": "concatenation-fusion baseline",
-        "description": (
-            "Baseline: the encoders' features are concatenated and classified by one linear layer, all "
-            "trained together with a single cross-entropy loss."
-        ),
-    },
-    "unimodal": {
-        "display": "unimodal training (baseline)",
-        "venue": "unimodal-ensemble baseline",
-        "description": (
-            "Baseline: one encoder and head per modality, each trained alone; the multimodal prediction "
-            "ensembles the unimodal heads."
-        ),
-    },
+    name: {"display": method.display, "venue": method.venue, "description": method.description}
+    for name, method in METHOD_CLASSES.items()
 }
 
 
@@ -557,7 +482,7 @@ def build_model_card(
 
     if plot_path is not None and os.path.isabs(plot_path):
         plot_path = os.path.basename(plot_path)
-    other_methods = [name for name in ("dimml", "mla", "dmrnet") if name != method]
+    other_methods = [name for name in CITATIONS if name != method]
     splits = dataset.get("splits") or {}
     # The processor's per-modality configs, when the summary records them (train.py does, under the recipe).
     processor_recipe = (dataset.get("recipe") or {}).get("processor")

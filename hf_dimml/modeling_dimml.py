@@ -3,7 +3,7 @@
 Self-contained on purpose (relative import of the configuration only): ``save_pretrained`` copies this file next
 to a checkpoint so it loads with ``trust_remote_code=True`` where ``hf_dimml`` is not installed.
 
-Data flow (DESIGN §2): each modality m is encoded alone, ``h_m = E_m(x_m)`` in R^d. Heads read one ``h_m`` at a time
+Data flow (docs/design.md §2): each modality m is encoded alone, ``h_m = E_m(x_m)`` in R^d. Heads read one ``h_m`` at a time
 (private head P_m, shared classifier S) except the fusion head F, which reads ``concat(h_1..h_M)``. Inference combines
 the available heads per sample with certainty-aware logit weighting, so a batch lacking a modality still predicts.
 """
@@ -112,7 +112,7 @@ class DIMMLClassifierOutput(ModelOutput):
 def certainty_weighted_logits(
     head_logits: list[torch.Tensor], temperature: float, available: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Certainty-aware logit weighting (DESIGN §2), per sample.
+    """Certainty-aware logit weighting (docs/design.md §2), per sample.
 
     ``c_k = max softmax(z_k)``, ``w = softmax_k(c_k / T)``, ``z = sum_k w_k z_k``.
 
@@ -139,7 +139,7 @@ def certainty_weighted_logits(
 
 
 def entropy_weighted_logits(head_logits: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """MLA's inference fusion (DESIGN §3), per sample: `e_m` = entropy of softmax(z_m), `w = softmax_m(-e_m)`,
+    """MLA's inference fusion (docs/design.md §3), per sample: `e_m` = entropy of softmax(z_m), `w = softmax_m(-e_m)`,
     `z = sum_m w_m z_m`. (The released code normalises over the batch axis; here each sample has its own weights.)"""
     stacked = torch.stack(head_logits, dim=1).float()  # (B, M, C)
     log_probs = stacked.log_softmax(dim=-1)
@@ -222,7 +222,7 @@ def _build_backbone(spec: dict) -> nn.Module:
         raise ImportError(f"encoder {spec['encoder']!r} of modality {spec['name']!r} needs timm: pip install timm") \
             from error
 
-    # Never pretrained weights here: from_pretrained builds the model on the meta device (DESIGN §7).
+    # Never pretrained weights here: from_pretrained builds the model on the meta device (docs/design.md §7).
     return timm.create_model(spec["encoder"], pretrained=False, num_classes=0, in_chans=frame_shape[0], **kwargs)
 
 
@@ -253,7 +253,7 @@ class DIMMLPreTrainedModel(PreTrainedModel):
     config: DIMMLConfig
     base_model_prefix = "dimml"
     main_input_name = "labels"  # there is no single main input: every modality is a keyword argument
-    # The trainer computes its own losses; the model never takes `num_items_in_batch` (DESIGN §7).
+    # The trainer computes its own losses; the model never takes `num_items_in_batch` (docs/design.md §7).
     accepts_loss_kwargs = False
     supports_gradient_checkpointing = False
 
@@ -373,52 +373,50 @@ class DIMMLModel(DIMMLPreTrainedModel):
 
 class DIMMLForMultimodalClassification(DIMMLPreTrainedModel):
     """
-    The per-modality encoders plus the heads of `config.method`, all predicting from any non-empty subset of
-    modalities:
+    The per-modality encoders plus the heads of `config.head_layout` (which the training method chose), all
+    predicting from any non-empty subset of modalities:
 
-    - `dimml`: a private linear head per modality, ONE shared linear classifier applied to each modality's feature
-      alone, and a fusion head over the concatenated features (trained in stage 2); certainty-aware weighting of the
-      available heads.
-    - `unimodal`: a private head per modality; the logits of the present modalities are averaged (the unimodal
-      ensemble).
-    - `joint`: one linear head over the concatenated features; an absent modality's feature is zero.
-    - `mla`: one shared linear head applied to each modality alone; per-sample entropy-weighted fusion.
-    - `dmrnet`: Gaussian embedding N(mu, sigma^2) of the concatenated features (absent ones zeroed), mu and
-      log sigma^2 each from Linear + BatchNorm, a linear classifier on the embedding (sampled in training, the mean
-      at inference).
+    - `certainty_weighted` (DI-MML): a private linear head per modality, ONE shared linear classifier applied to each
+      modality's feature alone, and a fusion head over the concatenated features (trained in stage 2);
+      certainty-aware weighting of the available heads.
+    - `unimodal_ensemble`: a private head per modality; the logits of the present modalities are averaged.
+    - `fused` (joint, OGM-GE, PMR): one linear head over the concatenated features; an absent modality's feature is
+      zero.
+    - `fused_with_private` (MMPareto): the fused head predicts; each modality alone is predicted by its own private
+      head, which training fits beside it.
+    - `shared_head` (MLA): one shared linear head applied to each modality alone; per-sample entropy-weighted fusion.
+    - `gaussian_embedding` (DMRNet): Gaussian embedding N(mu, sigma^2) of the concatenated features (absent ones
+      zeroed), mu and log sigma^2 each from Linear + BatchNorm, a linear classifier on the embedding (sampled in
+      training, the mean at inference).
 
-    State that must survive checkpoints and resumes lives in persistent buffers (saved in the safetensors): DI-MML's
-    `duc_mask` (M x d effective dimensions), `duc_mask_ready`, `fusion_head_trained`; MLA's `mla_projector` (d x d)
-    and the previous step's mean feature; DMRNet's per-combination variance statistics and `dmrnet_hard_combination`.
+    The model holds only what inference needs: the DI-MML layout's `fusion_head_trained` flag (the fusion head takes
+    part in the weighting once stage 2 has trained it) is a persistent buffer. Training state (effective dimensions,
+    MLA's projector, DMRNet's statistics, ...) belongs to the training method and is saved beside the checkpoint.
     """
+
+    # Training state that checkpoints of hf_dimml 0.1 kept as buffers; loading one ignores them.
+    _keys_to_ignore_on_load_unexpected = [
+        r"^duc_mask(_ready)?$", r"^mla_(projector|previous_mean)$", r"^dmrnet_(variance_sum|variance_count|hard_combination)$",
+    ]
 
     def __init__(self, config: DIMMLConfig) -> None:
         super().__init__(config)
         num_modalities, hidden_size, num_labels = len(config.modalities), config.hidden_size, config.num_labels
-        method = config.method
+        layout = config.head_layout
         self.dimml = DIMMLModel(config)
-        if method in ("dimml", "unimodal"):
+        if layout in ("certainty_weighted", "unimodal_ensemble", "fused_with_private"):
             self.private_heads = nn.ModuleDict({n: nn.Linear(hidden_size, num_labels) for n in config.modality_names})
-        if method in ("dimml", "mla"):
+        if layout in ("certainty_weighted", "shared_head"):
             self.shared_classifier = nn.Linear(hidden_size, num_labels)
-        if method in ("dimml", "joint"):
+        if layout in ("certainty_weighted", "fused", "fused_with_private"):
             self.fusion_head = nn.Linear(num_modalities * hidden_size, num_labels)
-        if method == "dimml":
-            self.register_buffer("duc_mask", torch.zeros(num_modalities, hidden_size, dtype=torch.bool))
-            self.register_buffer("duc_mask_ready", torch.zeros((), dtype=torch.bool))
+        if layout == "certainty_weighted":
             self.register_buffer("fusion_head_trained", torch.zeros((), dtype=torch.bool))
-        if method == "mla":
-            self.register_buffer("mla_projector", torch.eye(hidden_size))
-            self.register_buffer("mla_previous_mean", torch.zeros(hidden_size))  # zero: P stays I at the first step
-        if method == "dmrnet":
+        if layout == "gaussian_embedding":
             latent = config.dmrnet_latent_size
             self.latent_mean = nn.Sequential(nn.Linear(num_modalities * hidden_size, latent), nn.BatchNorm1d(latent))
             self.latent_logvar = nn.Sequential(nn.Linear(num_modalities * hidden_size, latent), nn.BatchNorm1d(latent))
             self.latent_classifier = nn.Linear(latent, num_labels)
-            num_combinations = 2**num_modalities - 1
-            self.register_buffer("dmrnet_variance_sum", torch.zeros(num_combinations, dtype=torch.float64))
-            self.register_buffer("dmrnet_variance_count", torch.zeros(num_combinations, dtype=torch.float64))
-            self.register_buffer("dmrnet_hard_combination", torch.full((), -1, dtype=torch.long))
         self.post_init()
 
     # --- helpers -------------------------------------------------------------------------------------------------
@@ -445,28 +443,33 @@ class DIMMLForMultimodalClassification(DIMMLPreTrainedModel):
         fusion_grad: bool = True,
         modality_mask: torch.Tensor | None = None,
     ) -> DIMMLClassifierOutput:
-        """The method's heads on given features (`forward` = encoders + this). Any subset of modalities may be given.
+        """The layout's heads on given features (`forward` = encoders + this). Any subset of modalities may be given.
 
         Args:
             features: pooled feature per present modality.
             fusion_grad: DI-MML stage 1 passes False: the fusion head runs without gradients (it is not trained
                 yet, and must never send gradient into the encoders).
-            modality_mask: DMRNet training, boolean `(batch, M)`: per-sample modality dropout (zeroed features).
+            modality_mask: `gaussian_embedding` training, boolean `(batch, M)`: per-sample modality dropout.
         """
-        method = self.config.method
-        if method == "dimml":
+        layout = self.config.head_layout
+        if layout == "certainty_weighted":
             return self._dimml_heads(features, fusion_grad)
-        if method == "unimodal":
+        if layout == "unimodal_ensemble":
             modality_logits = {name: self.private_heads[name](feature) for name, feature in features.items()}
             logits = torch.stack(list(modality_logits.values()), dim=1).mean(dim=1)
             return DIMMLClassifierOutput(logits=logits, modality_logits=modality_logits, features=features)
-        if method == "joint":
+        if layout == "fused":
             logits = self.fusion_head(self._concat(features))
             with torch.no_grad():  # what the fused head says from each modality alone (others zeroed)
                 modality_logits = {name: self.fusion_head(self._concat({name: f})) for name, f in features.items()}
             return DIMMLClassifierOutput(logits=logits, modality_logits=modality_logits, fusion_logits=logits,
                                          features=features)
-        if method == "mla":
+        if layout == "fused_with_private":
+            logits = self.fusion_head(self._concat(features))
+            modality_logits = {name: self.private_heads[name](feature) for name, feature in features.items()}
+            return DIMMLClassifierOutput(logits=logits, modality_logits=modality_logits, fusion_logits=logits,
+                                         features=features)
+        if layout == "shared_head":
             modality_logits = {name: self.shared_classifier(feature) for name, feature in features.items()}
             logits, head_weights = entropy_weighted_logits(list(modality_logits.values()))
             return DIMMLClassifierOutput(logits=logits, modality_logits=modality_logits, head_weights=head_weights,
@@ -546,8 +549,9 @@ class DIMMLForMultimodalClassification(DIMMLPreTrainedModel):
         """
         if training_stage not in (None, 1, 2):
             raise ValueError(f"training_stage must be None, 1 or 2, got {training_stage!r}")
-        if training_stage is not None and self.config.method != "dimml":
-            raise ValueError(f"training_stage is DI-MML's; method {self.config.method!r} has one stage")
+        if training_stage is not None and self.config.head_layout != "certainty_weighted":
+            raise ValueError(f"training_stage is DI-MML's two-stage training; head layout "
+                             f"{self.config.head_layout!r} has one stage")
         with torch.set_grad_enabled(torch.is_grad_enabled() and training_stage != 2):
             features = self.dimml(**modality_inputs).features
             output = self.forward_heads(features, fusion_grad=training_stage != 1, modality_mask=modality_mask)

@@ -37,7 +37,7 @@ class MultimodalClassificationPipeline(Pipeline):
       model's final logits), best first;
     - `head_weights`: the weight each head received in the final prediction, keyed by modality name (its own head)
       and `fusion` (the head over all modalities): DI-MML's certainty weights, MLA's entropy weights, the unimodal
-      ensemble's equal weights; `{"fusion": 1.0}` for methods with a single fused head (joint, DMRNet). This says
+      ensemble's equal weights; `{"fusion": 1.0}` for methods with a single fused head (joint, DMRNet, ...). This says
       which modality the prediction relied on;
     - `modalities`: the modalities the sample had.
 
@@ -127,16 +127,17 @@ class MultimodalClassificationPipeline(Pipeline):
                 "modalities": present}
 
     def _head_weights(self, model_outputs: dict[str, Any], present: list[str]) -> dict[str, float]:
-        method = self.model.config.method
+        # Checkpoints of hf_dimml 0.1 name only their method, whose layout was the same name's.
+        layout = getattr(self.model.config, "head_layout", None) or self.model.config.method
         weights = model_outputs["head_weights"]
         if weights is not None:
             # DI-MML: the present modalities' private heads, then the fusion head when all are present; MLA: the
             # present modalities.
             names = present + (["fusion"] if weights.shape[-1] > len(present) else [])
             return {name: float(weight) for name, weight in zip(names, weights[0].float())}
-        if method == "unimodal":  # the ensemble averages the present modalities' heads
+        if layout in ("unimodal_ensemble", "unimodal"):  # the ensemble averages the present modalities' heads
             return dict.fromkeys(present, 1.0 / len(present))
-        return {"fusion": 1.0}  # one fused head (joint, DMRNet)
+        return {"fusion": 1.0}  # one fused head (joint, OGM-GE, PMR, MMPareto, DMRNet)
 
 
 def _row(outputs: dict[str, Any], row: int) -> dict[str, Any]:

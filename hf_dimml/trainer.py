@@ -1,8 +1,10 @@
-"""`DIMMLTrainer`: DI-MML's two training stages on top of `transformers.Trainer` (and so Accelerate).
+"""`DIMMLTrainer`: the training methods of `hf_dimml.methods` on top of `transformers.Trainer` (and so Accelerate).
 
-One `train()` call runs both stages, so a single `resume_from_checkpoint` covers them: the stage follows from the
-epoch, and the DI-MML state that must survive (effective dimensions, whether the fusion head is trained) lives in
-persistent model buffers saved with the weights.
+The trainer runs the Hugging Face loop, evaluation, logging and model selection; what differs between methods (loss,
+training step, per-epoch hook, heads, training state) is the method's, looked up once by `config.method`. One
+`train()` call runs both of DI-MML's stages, so a single `resume_from_checkpoint` covers them: the stage follows from
+the epoch, and the method's state that must survive (effective dimensions, MLA's projector, ...) is saved with every
+checkpoint (`method_state.safetensors`).
 
 What is local and what is gathered under data parallelism:
 - stage-1 losses and DUC use the local batch (DUC's negatives are the other samples of the process's batch);
@@ -28,14 +30,7 @@ from transformers import EvalPrediction, Trainer, TrainerCallback, TrainingArgum
 from transformers.optimization import get_scheduler
 
 from .checkpointing import AtomicCheckpointMixin
-from .losses import (
-    dimml_stage1_loss,
-    dmrnet_loss,
-    draw_modality_subsets,
-    mla_project_head_gradient,
-    mla_update_projector,
-    select_effective_dimensions,
-)
+from .methods import TrainingMethod, get_method, method_argument_classes
 from .metrics import load_multimodal_metric
 from .model_selection import SELECTION_METRICS, ModalitySelection
 
@@ -45,8 +40,9 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class DIMMLTrainingArguments(TrainingArguments):
-    """`TrainingArguments` plus DI-MML's two stages. `num_train_epochs` is derived: `stage1_epochs + stage2_epochs`."""
+class DIMMLTrainingArguments(*method_argument_classes(), TrainingArguments):
+    """`TrainingArguments` plus the stages and every training method's knobs (one default each, from the method's
+    own arguments dataclass in `hf_dimml.methods`). `num_train_epochs` is derived: `stage1_epochs + stage2_epochs`."""
 
     stage1_epochs: int = field(default=30, metadata={"help": "Epochs of stage 1 (encoders, private/shared heads, DUC)."})
     stage2_epochs: int = field(default=10, metadata={"help": "Epochs of stage 2 (frozen encoders, fusion head)."})
@@ -91,6 +87,7 @@ class DIMMLTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        # One __post_init__ chain: the methods' argument dataclasses check their own fields, then TrainingArguments.
         if self.model_selection not in ("per_modality", "fused"):
             raise ValueError(f"model_selection must be 'per_modality' or 'fused', got {self.model_selection!r}")
         if self.modality_selection_metric not in SELECTION_METRICS:
@@ -103,14 +100,10 @@ class DIMMLTrainingArguments(TrainingArguments):
         if self.max_steps not in (None, -1) and self.max_steps > 0:
             raise ValueError("DIMMLTrainingArguments counts in epochs (stage1_epochs/stage2_epochs); unset max_steps")
         self.num_train_epochs = self.stage1_epochs + self.stage2_epochs
-        # Stage 1 leaves the fusion head without gradient and stage 2 the encoders (DESIGN §7).
+        # Stage 1 leaves the fusion head without gradient and stage 2 the encoders (docs/design.md §7).
         if self.ddp_find_unused_parameters is None:
             self.ddp_find_unused_parameters = True
         super().__post_init__()
-
-
-# Methods that train each encoder on its own objective, so that each can be selected on its own validation score.
-DETACHED_METHODS = ("dimml", "unimodal")
 
 
 def modality_subsets(names: list[str]) -> list[tuple[str, ...]]:
@@ -118,31 +111,31 @@ def modality_subsets(names: list[str]) -> list[tuple[str, ...]]:
     return [subset for size in range(1, len(names) + 1) for subset in itertools.combinations(names, size)]
 
 
-class _StageCallback(TrainerCallback):
-    """Switches the trainer's stage at epoch boundaries (also for a resumed epoch) and selects effective dimensions."""
+class _EpochCallback(TrainerCallback):
+    """Runs the method's per-epoch hook at every epoch start (also for the epoch a resumed run continues)."""
 
     def __init__(self, trainer: DIMMLTrainer) -> None:
         self.trainer = trainer
 
     def on_epoch_begin(self, args, state, control, **kwargs):
         # state.epoch is a float progress counter; the tolerance absorbs its rounding at epoch ends.
-        self.trainer.begin_epoch(int(math.floor((state.epoch or 0.0) + 1e-4)))
+        self.trainer.method.begin_epoch(int(math.floor((state.epoch or 0.0) + 1e-4)))
         return control
 
 
 class DIMMLTrainer(AtomicCheckpointMixin, Trainer):
     """
-    Trains a [`DIMMLForMultimodalClassification`] with its `config.method`: DI-MML (DESIGN §2, described below) or,
-    with the same data, evaluation and logging, one of the methods it is compared with (one stage each,
-    `stage2_epochs=0`): `mla` (per batch, one optimiser step per modality on the shared head, whose weight gradient
-    is projected, DESIGN §3), `dmrnet` (modality dropout, Gaussian embedding, KL and hard-combination CE, DESIGN §4),
-    `joint` (one CE on the fused head) and `unimodal` (the sum of the modalities' own CEs: each encoder alone).
+    Trains a [`DIMMLForMultimodalClassification`] with the training method its `config.method` names
+    (`hf_dimml.methods`): DI-MML (two stages: detached per-modality losses with DUC, then the fusion head on frozen
+    encoders) or one of the methods it is compared with, with the same data, evaluation, logging, model selection and
+    checkpoints.
 
-    - Stage 1 (`stage1_epochs`): per modality, private-head CE + `shared_weight` * shared-classifier CE, plus
-      `duc_weight` * DUC from epoch `config.duc_start_epoch` on; no term mixes two encoders' features.
-    - Stage 2 (`stage2_epochs`): encoders frozen (eval mode, no gradient), the fusion head trained with CE.
-    - Evaluation: certainty-weighted prediction (accuracy, macro-F1), each head's accuracy and the accuracy of every
-      non-empty modality subset; metrics come from the package's `evaluate` module.
+    - Training: the method's `compute_loss` (or its whole `training_step`), its `begin_epoch` hook at every epoch.
+    - Evaluation: the final prediction (accuracy, macro-F1), each modality alone (accuracy, macro-F1, loss), the
+      method's own extra heads and every non-empty modality subset; metrics come from the package's `evaluate`
+      module.
+    - Model selection (`load_best_model_at_end`): for detached methods, each modality's encoder and private head
+      from its own best validation epoch (`model_selection="per_modality"`), else one epoch by `metric_for_best_model`.
     - Every logging step also logs each loss component and each head's training accuracy since the last log.
 
     Pass a [`DIMMLTrainingArguments`]. `compute_loss` returns a per-batch mean; the Trainer divides it by the
@@ -156,31 +149,27 @@ class DIMMLTrainer(AtomicCheckpointMixin, Trainer):
         if not isinstance(self.args, DIMMLTrainingArguments):
             raise TypeError(f"DIMMLTrainer needs DIMMLTrainingArguments, got {type(self.args).__name__}")
         config = self.model.config
-        self.method: str = config.method
         self.modality_names: list[str] = list(config.modality_names)
-        if self.method != "dimml" and self.args.stage2_epochs:
-            raise ValueError(f"method {self.method!r} has a single stage: set stage2_epochs=0 (stage1_epochs is the "
-                             "training budget)")
-        if self.method == "mla" and self.args.gradient_accumulation_steps != 1:
-            raise ValueError("MLA takes one optimiser step per modality and batch: gradient_accumulation_steps "
-                             "must be 1")
+        method_class = get_method(config.method)
+        if config.head_layout != method_class.head_layout:
+            raise ValueError(f"method {config.method!r} trains a {method_class.head_layout!r} head layout; the model "
+                             f"has {config.head_layout!r}")
+        self.method: TrainingMethod = method_class(self)
+        self.method.check()
         # Per-modality model selection (README.md, Training): only for the detached methods, and only where the user
         # asked for model selection at all.
-        self._selection: ModalitySelection | None = None
-        if self.args.load_best_model_at_end and self.args.model_selection == "per_modality" and \
-                self.method in DETACHED_METHODS:
-            if self.method == "dimml" and self.args.stage2_epochs < 1:
-                raise ValueError("per-modality model selection trains DI-MML's fusion head on the assembled encoders: "
-                                 "set stage2_epochs >= 1, or model_selection='fused'")
-            self._selection = ModalitySelection(self.modality_names, self.args.modality_selection_metric)
+        self.modality_selection: ModalitySelection | None = None
+        if self.args.load_best_model_at_end and self.args.model_selection == "per_modality" and method_class.detached:
+            if method_class.num_stages == 2 and self.args.stage2_epochs < 1:
+                raise ValueError(f"per-modality model selection trains {method_class.display}'s fusion head on the "
+                                 "assembled encoders: set stage2_epochs >= 1, or model_selection='fused'")
+            self.modality_selection = ModalitySelection(self.modality_names, self.args.modality_selection_metric)
         if self.args.channels_last:
             # A convolution runs in its weight's memory format: activations are NHWC from the first convolution on.
             self.model.to(memory_format=torch.channels_last)
-        self.stage = 1
-        # Per-epoch Python copies of model state the steps branch on: no device sync per step.
-        self._duc_mask: torch.Tensor | None = None
-        self._dmrnet_hard_combination = -1
-        self._fusion_in_use_now: bool | None = None  # set for the duration of an evaluation loop
+        # Methods that take their own steps (several optimiser steps per batch, rewritten gradients).
+        self._method_steps = type(self.method).training_step is not TrainingMethod.training_step
+        self._eval_head_names: list[str] | None = None  # the method's extra heads, read once per evaluation
         self._divergence_reported = False
         self._metric = load_multimodal_metric()
         if self.compute_metrics is None:
@@ -189,7 +178,7 @@ class DIMMLTrainer(AtomicCheckpointMixin, Trainer):
         # and sample counts per key on the host.
         self._train_sums: dict[tuple[str, ...], torch.Tensor] = {}
         self._train_counts: dict[str, int] = defaultdict(int)
-        self.add_callback(_StageCallback(self))
+        self.add_callback(_EpochCallback(self))
 
     # --- data ----------------------------------------------------------------------------------------------------
 
@@ -199,89 +188,52 @@ class DIMMLTrainer(AtomicCheckpointMixin, Trainer):
             self._signature_columns = [*self.modality_names, "labels", "label"]
 
     @staticmethod
-    def _split_inputs(inputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def split_inputs(inputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """A batch as `(modality tensors, labels)`."""
         modalities = {key: value for key, value in inputs.items() if key not in ("labels", "label")}
         labels = inputs.get("labels", inputs.get("label"))
         return modalities, labels
-
-    # --- stages --------------------------------------------------------------------------------------------------
-
-    @property
-    def _unwrapped(self) -> nn.Module:
-        # Trainer keeps the bare model in `self.model` (wrappers live in `self.model_wrapped`); unwrap_model() would
-        # cost ~0.35 ms per call in the step.
-        return self.model
-
-    def begin_epoch(self, epoch: int) -> None:
-        """Per-epoch state changes, also for a resumed epoch: DI-MML's stage (stage 2 starts from the best stage-1
-        checkpoint) and, once, DUC's effective dimensions; DMRNet's hard combination once its warm-up is over."""
-        model = self._unwrapped
-        self.stage = 1 if epoch < self.args.stage1_epochs else 2
-        if self.method == "dmrnet":
-            if epoch >= model.config.dmrnet_warmup_epochs and int(model.dmrnet_hard_combination) < 0:
-                # The statistics are already summed over processes at every step (see _dmrnet_loss).
-                mean_variance = model.dmrnet_variance_sum / model.dmrnet_variance_count.clamp_min(1)
-                mean_variance[model.dmrnet_variance_count == 0] = -1.0
-                model.dmrnet_hard_combination.fill_(int(mean_variance.argmax()))
-            self._dmrnet_hard_combination = int(model.dmrnet_hard_combination)  # read once per epoch, not per step
-            return
-        if self.method != "dimml":
-            return
-        if self.stage == 2 and not bool(model.fusion_head_trained):
-            # Stage 2 starts from the selected stage-1 encoders when model selection is on: each modality's own best
-            # (per_modality), or, as in the reference, the best stage-1 checkpoint (fused). A resumed stage 2 finds
-            # the flag set: its checkpoint already holds those encoders.
-            best = self.state.best_model_checkpoint
-            if self._selection is not None:
-                self.assemble_selected_modalities()
-            elif self.args.load_best_model_at_end and best is not None:
-                self.accelerator.wait_for_everyone()  # the main process may still be writing it
-                self._load_from_checkpoint(best, model=model)
-            model.fusion_head_trained.fill_(True)
-        elif (
-            epoch >= model.config.duc_start_epoch
-            and model.config.duc_weight > 0
-            and not bool(model.duc_mask_ready)
-        ):
-            model.duc_mask.copy_(self.select_effective_dimensions())
-            model.duc_mask_ready.fill_(True)
-        self._duc_mask = model.duc_mask if bool(model.duc_mask_ready) else None
 
     # --- per-modality model selection -----------------------------------------------------------------------------
 
     def _modality_modules(self) -> dict[str, nn.Module]:
         """What a modality's selection keeps: its encoder and its private head."""
-        model = self._unwrapped
+        model = self.model
         return {name: nn.ModuleDict({"encoder": model.dimml.encoders[name], "private_head": model.private_heads[name]})
                 for name in self.modality_names}
 
     def assemble_selected_modalities(self) -> None:
         """Loads each modality's encoder and private head from the evaluation where it was best."""
-        self._selection.assemble(self._modality_modules())
-        logger.info("assembled each modality from its best validation epoch: %s", self._selection.summary())
+        self.modality_selection.assemble(self._modality_modules())
+        logger.info("assembled each modality from its best validation epoch: %s", self.modality_selection.summary())
 
     def _determine_best_metric(self, metrics: dict[str, float], trial) -> bool:
         # Per-modality selection: stage-1 evaluations update each modality's best and are never the final model
         # (dimml's is chosen among the stage-2 evaluations; unimodal's is assembled at the end of training).
-        if self._selection is None or self.stage == 2:
+        if self.modality_selection is None or self.method.stage == 2:
             return super()._determine_best_metric(metrics, trial)
-        self._selection.update(metrics, self.state.epoch, self.state.global_step, self._modality_modules())
+        self.modality_selection.update(metrics, self.state.epoch, self.state.global_step, self._modality_modules())
         return False
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         super().save_model(output_dir, _internal_call)
-        # A checkpoint carries the per-modality bests, so a resumed run keeps them.
-        if _internal_call and self._selection is not None and self.args.should_save:
-            self._selection.save(output_dir or self.args.output_dir)
+        # A checkpoint carries the method's training state and the per-modality bests, so a resumed run keeps them.
+        if _internal_call and self.args.should_save:
+            folder = output_dir or self.args.output_dir
+            self.method.save_state(folder)
+            if self.modality_selection is not None:
+                self.modality_selection.save(folder)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
         super()._load_from_checkpoint(resume_from_checkpoint, model)
-        if model is None and self._selection is not None:  # resuming (not loading a best checkpoint)
-            self._selection.load(resume_from_checkpoint)
+        if model is None:  # resuming (not loading a best checkpoint)
+            self.method.load_state(resume_from_checkpoint)
+            if self.modality_selection is not None:
+                self.modality_selection.load(resume_from_checkpoint)
 
     def train(self, *args: Any, **kwargs: Any):
         result = super().train(*args, **kwargs)
-        if self._selection is not None and self.method == "unimodal":
+        if self.modality_selection is not None and self.method.num_stages == 1:
             # One stage: the final model is the assembly of each modality's best.
             self.assemble_selected_modalities()
         return result
@@ -296,13 +248,13 @@ class DIMMLTrainer(AtomicCheckpointMixin, Trainer):
         last_epoch = self.state.epoch
         if not self.args.load_best_model_at_end:
             rule = "last"
-        elif self._selection is not None:
+        elif self.modality_selection is not None:
             rule = "per_modality"
         else:
             rule = "fused"
         best_step = self.state.best_global_step if rule != "last" else None
         final_epoch = next((entry["epoch"] for entry in history if entry.get("step") == best_step), None)
-        if rule == "per_modality" and self.method == "unimodal":
+        if rule == "per_modality" and self.method.num_stages == 1:
             final_epoch = None  # nothing but the assembled encoders and their heads
         summary: dict[str, Any] = {"rule": rule}
         if final_epoch is not None or rule == "last":
@@ -311,8 +263,8 @@ class DIMMLTrainer(AtomicCheckpointMixin, Trainer):
             if rule != "last":
                 summary["final"][f"validation_{self.args.metric_for_best_model}"] = self.state.best_metric
         if rule == "per_modality":
-            summary["metric"] = self._selection.metric
-            summary["encoders"] = self._selection.summary()
+            summary["metric"] = self.modality_selection.metric
+            summary["encoders"] = self.modality_selection.summary()
         else:
             # One epoch for every encoder: the last stage-1 epoch that trained them (last), or the best stage-1
             # evaluation by metric_for_best_model (fused: stage 2 starts from it; the Trainer's rule, ties earliest).
@@ -328,32 +280,6 @@ class DIMMLTrainer(AtomicCheckpointMixin, Trainer):
                     encoder_epoch = summary["final"]["epoch"]
             summary["encoders"] = {name: {"epoch": encoder_epoch} for name in self.modality_names}
         return summary
-
-    @torch.no_grad()
-    def select_effective_dimensions(self) -> torch.Tensor:
-        """Boolean `(M, d)`: per modality, the dimensions above the mean nearest-class-mean accuracy (DESIGN §2).
-
-        Features are eval-mode features of the whole training set, gathered from all processes (sequential
-        dataloader, duplicates of the last uneven batch dropped by `gather_for_metrics`).
-        """
-        model = self._unwrapped
-        was_training = model.training
-        model.eval()
-        features: dict[str, list[torch.Tensor]] = defaultdict(list)
-        labels: list[torch.Tensor] = []
-        for batch in self.get_eval_dataloader(self.train_dataset):
-            modality_inputs, batch_labels = self._split_inputs(batch)
-            batch_features = self.model(**modality_inputs).features  # the prepared forward runs under autocast
-            for name in self.modality_names:
-                features[name].append(self.accelerator.gather_for_metrics(batch_features[name].float()).cpu())
-            labels.append(self.accelerator.gather_for_metrics(batch_labels).cpu())
-        model.train(was_training)
-        all_labels = torch.cat(labels)
-        mask = torch.stack([
-            select_effective_dimensions(torch.cat(features[name]), all_labels, model.config.num_labels)
-            for name in self.modality_names
-        ])
-        return mask.to(model.duc_mask.device)
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
         """Stage 1 follows `lr_step_epochs` (StepLR) or `lr_scheduler_type` over its own steps; stage 2 is constant."""
@@ -388,124 +314,40 @@ class DIMMLTrainer(AtomicCheckpointMixin, Trainer):
             self._created_lr_scheduler = True
         return self.lr_scheduler
 
-    # --- losses --------------------------------------------------------------------------------------------------
+    # --- training ------------------------------------------------------------------------------------------------
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        modality_inputs, labels = self._split_inputs(inputs)
+        modality_inputs, labels = self.split_inputs(inputs)
         if not model.training:
             outputs = model(**modality_inputs, labels=labels)
             return (outputs.loss, outputs) if return_outputs else outputs.loss
-        config = self._unwrapped.config
-        if self.method == "dimml" and self.stage == 1:
-            outputs = model(**modality_inputs, training_stage=1)
-            mask = self._duc_mask
-            loss, components = dimml_stage1_loss(
-                outputs.modality_logits, outputs.shared_logits, outputs.features, labels,
-                shared_weight=config.shared_weight, duc_weight=config.duc_weight,
-                duc_temperature=config.duc_temperature, effective_mask=mask,
-            )
-        elif self.method == "dimml":
-            self._unwrapped.dimml.eval()  # frozen encoders: BatchNorm statistics must not move either
-            outputs = model(**modality_inputs, training_stage=2)
-            loss = nn.functional.cross_entropy(outputs.fusion_logits.float(), labels)
-            components = {"loss_fusion": loss.detach()}
-        elif self.method == "unimodal":
-            outputs = model(**modality_inputs)
-            losses = {n: nn.functional.cross_entropy(z.float(), labels) for n, z in outputs.modality_logits.items()}
-            loss = sum(losses.values())
-            components = {f"loss_{n}": value.detach() for n, value in losses.items()}
-        elif self.method == "joint":
-            outputs = model(**modality_inputs)
-            loss = nn.functional.cross_entropy(outputs.logits.float(), labels)
-            components = {"loss_fusion": loss.detach()}
-        elif self.method == "dmrnet":
-            loss, components, outputs = self._dmrnet_loss(model, modality_inputs, labels)
-        else:
-            raise ValueError(f"compute_loss does not train method {self.method!r} (MLA steps in training_step)")
-        self._accumulate_train_stats(components, outputs, labels)
+        loss, components, outputs = self.method.compute_loss(model, modality_inputs, labels)
+        self.accumulate_train_stats(components, outputs, labels)
         return (loss, outputs) if return_outputs else loss
 
-    def _dmrnet_loss(self, model, modality_inputs, labels):
-        unwrapped = self._unwrapped
-        config = unwrapped.config
-        present = draw_modality_subsets(labels.shape[0], len(self.modality_names), device=labels.device)
-        outputs = model(**modality_inputs, modality_mask=present)
-        combination = unwrapped.combination_index(present)
-        hard = self._dmrnet_hard_combination
-        loss, components = dmrnet_loss(
-            outputs.logits, outputs.latent_mean, outputs.latent_logvar, labels, combination, hard,
-            kl_weight=config.dmrnet_kl_weight, hcr_weight=config.dmrnet_hcr_weight,
-        )
-        if hard < 0:  # warm-up: mean variance of each combination, summed over processes at every step
-            variance = outputs.latent_logvar.detach().float().exp().mean(dim=1).double()
-            sums = torch.zeros(2, unwrapped.dmrnet_variance_sum.shape[0], dtype=torch.float64, device=labels.device)
-            sums[0].index_add_(0, combination, variance)
-            sums[1].index_add_(0, combination, torch.ones_like(variance))
-            sums = self.accelerator.reduce(sums, "sum")
-            unwrapped.dmrnet_variance_sum += sums[0]
-            unwrapped.dmrnet_variance_count += sums[1]
-        return loss, components, outputs
-
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if self.method != "mla":
+        if not self._method_steps:
             return super().training_step(model, inputs, num_items_in_batch)
-        return self._mla_training_step(model, inputs)
-
-    def _mla_training_step(self, model, inputs) -> torch.Tensor:
-        """One optimiser step per modality, in turn, on that modality's encoder and the shared head (DESIGN §3).
-
-        Before each step after the very first, the projector absorbs the previous step's mean feature and the head's
-        weight gradient is projected with it. The Trainer's own optimiser step that follows finds no gradients.
-        """
-        model.train()
-        modality_inputs, labels = self._split_inputs(inputs)
-        unwrapped = self._unwrapped
-        config = unwrapped.config
-        progress = self.state.global_step / max(1, self.state.max_steps)
-        alpha = config.mla_alpha_start + (config.mla_alpha_end - config.mla_alpha_start) * progress
-        total = torch.zeros((), device=labels.device)
-        for name in self.modality_names:
-            with self.compute_loss_context_manager():
-                outputs = model(**{name: modality_inputs[name]})
-            loss = nn.functional.cross_entropy(outputs.modality_logits[name].float(), labels)
-            self.accelerator.backward(loss)
-            head = unwrapped.shared_classifier.weight
-            # At the very first step the previous mean is still zero: the update leaves P = I (no device sync to
-            # test for it).
-            mla_update_projector(unwrapped.mla_projector, unwrapped.mla_previous_mean, alpha)
-            if head.grad is not None:
-                head.grad.copy_(mla_project_head_gradient(head.grad, unwrapped.mla_projector))
-            if self.args.max_grad_norm:
-                self.accelerator.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            mean_feature = outputs.features[name].detach().float().mean(dim=0)
-            unwrapped.mla_previous_mean.copy_(self.accelerator.reduce(mean_feature, "mean"))
-            total = total + loss.detach()
-            self._accumulate_train_stats({f"loss_{name}": loss.detach()}, outputs, labels)
-        return total
+        modality_inputs, labels = self.split_inputs(self._prepare_inputs(inputs))
+        return self.method.training_step(model, modality_inputs, labels)
 
     # --- logging -------------------------------------------------------------------------------------------------
 
-    def _accumulate_train_stats(self, components: dict[str, torch.Tensor], outputs, labels: torch.Tensor) -> None:
-        """Adds the step's loss components (times the batch size) and each head's number of correct predictions.
+    def accumulate_train_stats(self, components: dict[str, torch.Tensor], outputs, labels: torch.Tensor) -> None:
+        """Adds the step's loss components (times the batch size) and each of the method's training heads' number of
+        correct predictions.
 
         Stacked: a few kernels per step instead of a few per statistic (~50 for DI-MML), which a launch-bound GPU
         step would feel; the sample counts are host integers.
         """
         batch = labels.shape[0]
-        heads = {f"accuracy_{n}": z for n, z in (outputs.modality_logits or {}).items()}
-        heads.update({f"accuracy_shared_{n}": z for n, z in (outputs.shared_logits or {}).items()})
-        if self.method == "dimml" and self.stage == 2:
-            heads["accuracy_fusion"] = outputs.fusion_logits
-        if self.method != "mla":  # MLA's steps see one modality each: no fused prediction in training
-            heads["accuracy"] = outputs.logits
+        heads = self.method.train_heads(outputs)
         if components:
             self._add_train_sums(tuple(components), torch.stack(list(components.values())).double() * batch)
         if heads:
             correct = torch.stack(list(heads.values())).argmax(-1) == labels
             self._add_train_sums(tuple(heads), correct.sum(-1, dtype=torch.float64))
-        for key in (*components, *heads):  # per key: MLA adds each modality's step separately
+        for key in (*components, *heads):  # per key: a method may add each modality's step separately
             self._train_counts[key] += batch
 
     def _add_train_sums(self, keys: tuple[str, ...], values: torch.Tensor) -> None:
@@ -555,37 +397,26 @@ class DIMMLTrainer(AtomicCheckpointMixin, Trainer):
 
     # --- evaluation ----------------------------------------------------------------------------------------------
 
-    def _fusion_in_use(self) -> bool:
-        # DI-MML's fusion head is neither weighted in nor reported before stage 2 has trained it (also when the
-        # best checkpoint is from stage 1): its accuracy would be noise.
-        if self._fusion_in_use_now is not None:
-            return self._fusion_in_use_now
-        return self.method == "dimml" and bool(self._unwrapped.fusion_head_trained)
-
     def evaluation_loop(self, *args: Any, **kwargs: Any):
-        # The fusion flag is read once per evaluation (a device-to-host copy), not once per batch.
-        self._fusion_in_use_now = None
-        self._fusion_in_use_now = self._fusion_in_use()
+        # The method's extra heads are read once per evaluation (DI-MML's fusion flag is a device-to-host copy), not
+        # once per batch.
+        self._eval_head_names = self.method.eval_head_names()
         try:
             return super().evaluation_loop(*args, **kwargs)
         finally:
-            self._fusion_in_use_now = None
+            self._eval_head_names = None
 
     def _head_names(self) -> list[str]:
-        """What `prediction_step` returns, in order: the final prediction, each modality alone, DI-MML's shared
-        classifier per modality and fusion head, then every modality subset (each method's own way)."""
-        names = ["final", *self.modality_names]
-        if self.method == "dimml":
-            names += [f"shared_{n}" for n in self.modality_names]
-        if self._fusion_in_use():
-            names += ["fusion"]
-        names += ["subset_" + "+".join(subset) for subset in modality_subsets(self.modality_names)]
-        return names
+        """What `prediction_step` returns, in order: the final prediction, each modality alone, the method's own
+        extra heads (DI-MML: the shared classifier per modality, the fusion head), then every modality subset."""
+        extra = self._eval_head_names if self._eval_head_names is not None else self.method.eval_head_names()
+        subsets = ["subset_" + "+".join(subset) for subset in modality_subsets(self.modality_names)]
+        return ["final", *self.modality_names, *extra, *subsets]
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Returns the class predicted by every head and every modality subset, `(batch, num_heads)`, and each
         modality's own cross-entropy per sample, `(batch, M)` (its validation loss, for per-modality selection)."""
-        modality_inputs, labels = self._split_inputs(inputs)
+        modality_inputs, labels = self.split_inputs(inputs)
         with torch.no_grad():
             outputs = model(**modality_inputs, labels=labels)
             loss = outputs.loss.detach() if outputs.loss is not None else None
@@ -593,16 +424,14 @@ class DIMMLTrainer(AtomicCheckpointMixin, Trainer):
                 return loss, None, None
             heads = [outputs.logits]
             heads += [outputs.modality_logits[n] for n in self.modality_names]
-            if self.method == "dimml":
-                heads += [outputs.shared_logits[n] for n in self.modality_names]
-            if self._fusion_in_use():
-                heads += [outputs.fusion_logits]
+            extra = self._eval_head_names if self._eval_head_names is not None else self.method.eval_head_names()
+            heads += self.method.eval_heads(outputs, extra)
             # forward_heads is not the (autocast-wrapped) forward: give it the same mixed precision explicitly, so
             # that the full subset and the single-modality subsets agree with the outputs above.
             with self.accelerator.autocast():
                 for subset in modality_subsets(self.modality_names):
                     subset_features = {name: outputs.features[name] for name in subset}
-                    heads.append(self._unwrapped.forward_heads(subset_features).logits)
+                    heads.append(self.model.forward_heads(subset_features).logits)
             modality_losses = torch.stack([
                 nn.functional.cross_entropy(outputs.modality_logits[n].float(), labels, reduction="none")
                 for n in self.modality_names

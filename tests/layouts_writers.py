@@ -255,7 +255,7 @@ def _encode_video(
 
 
 # --------------------------------------------------------------------------------------------
-# The official distributions and the reference lists, as DESIGN §9 describes them
+# The official distributions and the reference lists, as docs/design.md §9 describes them
 # --------------------------------------------------------------------------------------------
 
 _CREMAD_EMOTION_NAMES = {"NEU": "Neutral", "HAP": "Happy", "SAD": "Sad", "FEA": "Fear", "DIS": "Disgust", "ANG": "Anger"}

@@ -71,25 +71,28 @@ def test_mla_fusion_weights_are_per_sample():
 
 def test_mla_training_applies_projection_and_state_is_saved(tmp_path):
     trainer = make_trainer(tmp_path, config=vector_config(method="mla"), stage1_epochs=1, stage2_epochs=0,
-                           eval_strategy="no")
+                           eval_strategy="no", save_strategy="epoch")
     calls = []
-    import hf_dimml.trainer as trainer_module
+    import hf_dimml.methods.mla as mla_module
 
-    original = trainer_module.mla_project_head_gradient
-    trainer_module.mla_project_head_gradient = lambda g, p: calls.append(1) or original(g, p)
+    original = mla_module.mla_project_head_gradient
+    mla_module.mla_project_head_gradient = lambda g, p: calls.append(1) or original(g, p)
     try:
         trainer.train()
     finally:
-        trainer_module.mla_project_head_gradient = original
-    model = trainer.model
+        mla_module.mla_project_head_gradient = original
+    method = trainer.method
     steps = trainer.state.global_step
     assert len(calls) == 2 * steps  # every modality step (the first with P = I: no previous mean yet)
-    assert not torch.allclose(model.mla_projector, torch.eye(8))
-    assert model.mla_previous_mean.abs().sum() > 0
-    model.save_pretrained(tmp_path / "saved")
-    loaded = DIMMLForMultimodalClassification.from_pretrained(tmp_path / "saved")
-    assert torch.equal(loaded.mla_projector, model.mla_projector)
-    assert torch.equal(loaded.mla_previous_mean, model.mla_previous_mean)
+    assert not torch.allclose(method.projector, torch.eye(8))
+    assert method.previous_mean.abs().sum() > 0
+    # The checkpoint keeps the projector for a resume; a resumed trainer reads it back.
+    checkpoint = tmp_path / f"checkpoint-{steps}"
+    resumed = make_trainer(tmp_path / "resumed", config=vector_config(method="mla"), stage1_epochs=1,
+                           stage2_epochs=0, eval_strategy="no")
+    assert resumed.method.load_state(checkpoint)
+    assert torch.equal(resumed.method.projector, method.projector.cpu())
+    assert torch.equal(resumed.method.previous_mean, method.previous_mean.cpu())
 
 
 def test_mla_rejects_gradient_accumulation(tmp_path):
@@ -132,23 +135,23 @@ def test_dmrnet_loss_matches_hand_computation():
 
 
 def test_dmrnet_hard_combination_is_chosen_by_variance_after_warmup(tmp_path):
-    trainer = make_trainer(tmp_path, config=vector_config(method="dmrnet", dmrnet_warmup_epochs=2),
+    trainer = make_trainer(tmp_path, config=vector_config(method="dmrnet"), dmrnet_warmup_epochs=2,
                            stage1_epochs=3, stage2_epochs=0, eval_strategy="no")
     chosen_at = []
-    original = trainer.begin_epoch
+    method = trainer.method
+    original = method.begin_epoch
 
     def spy(epoch):
         original(epoch)
-        chosen_at.append((epoch, int(trainer.model.dmrnet_hard_combination)))
+        chosen_at.append((epoch, method.hard_combination))
 
-    trainer.begin_epoch = spy
+    method.begin_epoch = spy
     trainer.train()
-    model = trainer.model
     assert chosen_at[0][1] == -1 and chosen_at[1][1] == -1  # still warming up
     hard = chosen_at[2][1]
     assert hard >= 0
-    mean_variance = model.dmrnet_variance_sum / model.dmrnet_variance_count
-    assert (model.dmrnet_variance_count > 0).all()
+    mean_variance = method.variance_sum / method.variance_count
+    assert (method.variance_count > 0).all()
     assert hard == int(mean_variance.argmax())
     logged = [entry for entry in trainer.state.log_history if "train_loss_hcr" in entry]
     assert logged, "the hard-combination regulariser must be active after the warm-up"

@@ -26,7 +26,7 @@ def test_module_file_is_where_the_loader_points():
 
 
 def test_one_import_per_line_in_the_module():
-    """evaluate's import scanner misreads ``import a, b`` (DESIGN §7)."""
+    """evaluate's import scanner misreads ``import a, b`` (docs/design.md §7)."""
     source = (MULTIMODAL_ACCURACY_PATH / "multimodal_accuracy.py").read_text()
     for line in source.splitlines():
         if line.startswith("import "):

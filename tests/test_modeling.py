@@ -97,17 +97,28 @@ def test_config_validation_names_the_problem(tester, change, message):
 
 
 @pytest.mark.parametrize(
-    ("field", "value"),
-    [("hidden_size", 0), ("num_labels", 1), ("method", "magic"), ("duc_temperature", 0.0),
-     ("logit_temperature", -1.0), ("shared_weight", -0.5), ("duc_start_epoch", -1)],
+    ("overrides", "message"),
+    [({"hidden_size": 0}, "hidden_size"), ({"num_labels": 1}, "num_labels"), ({"logit_temperature": -1.0},
+     "logit_temperature"), ({"method": "magic"}, r"give head_layout"), ({"head_layout": "magic"}, "head_layout must"),
+     ({"method": ""}, "name of a training method")],
 )
-def test_config_validation_of_scalars(tester, field, value):
-    with pytest.raises(ValueError, match=field if field != "method" else "method must be one of"):
-        tester.get_config(**{field: value})
+def test_config_validation_of_scalars(tester, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tester.get_config(**overrides)
+
+
+def test_config_training_knobs_of_older_versions_are_dropped_with_a_warning(tester, caplog):
+    with caplog.at_level("WARNING", logger="hf_dimml.configuration_dimml"):
+        config = tester.get_config(duc_temperature=10.0, shared_weight=0.5)
+    assert not hasattr(config, "duc_temperature") and "duc_temperature" not in config.to_dict()
+    assert "training arguments now" in caplog.text
+    # A method of its own names its layout; the methods of hf_dimml 0.1 imply theirs.
+    assert tester.get_config(method="ogm_like", head_layout="fused").head_layout == "fused"
+    assert tester.get_config(method="mla").head_layout == "shared_head"
 
 
 def test_config_round_trip(tmp_path, tester):
-    config = tester.get_config(duc_temperature=10.0, id2label={0: "a", 1: "b", 2: "c", 3: "d"})
+    config = tester.get_config(logit_temperature=3.0, id2label={0: "a", 1: "b", 2: "c", 3: "d"})
     config.save_pretrained(tmp_path)
     loaded = transformers.AutoConfig.from_pretrained(tmp_path)
     assert isinstance(loaded, DIMMLConfig)
@@ -311,8 +322,6 @@ def test_stage1_forward_keeps_the_fusion_head_out_of_the_graph(tester):
 
 
 def test_save_load_round_trip_identical_outputs(tmp_path, model, tester):
-    model.duc_mask[0, :5] = True
-    model.duc_mask_ready.fill_(True)
     model.fusion_head_trained.fill_(True)
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists()
@@ -322,7 +331,6 @@ def test_save_load_round_trip_identical_outputs(tmp_path, model, tester):
     a, b = model(**inputs), loaded(**inputs)
     assert torch.equal(a.logits, b.logits)
     assert torch.equal(a.fusion_logits, b.fusion_logits)
-    assert torch.equal(loaded.duc_mask, model.duc_mask)
     assert bool(loaded.fusion_head_trained)
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key

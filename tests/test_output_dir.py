@@ -101,7 +101,7 @@ def test_fewer_processes_than_asked_warns_with_the_command_that_works():
 
 
 def test_accelerate_launch_num_processes_2_without_a_config_is_detected(tmp_path):
-    # The real launcher: `accelerate launch --cpu --num_processes 2` starts one process (DESIGN §7).
+    # The real launcher: `accelerate launch --cpu --num_processes 2` starts one process (docs/design.md §7).
     probe = tmp_path / "probe.py"
     probe.write_text(textwrap.dedent(f"""
         import importlib.util, os, sys

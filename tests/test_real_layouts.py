@@ -1,5 +1,5 @@
 """From the official download to a DatasetDict: tiny but real files in each dataset's official layout (videos encoded
-with PyAV, lists with CRLF / BOM / duplicate ids / pre-rename names, written from DESIGN §9's descriptions), through
+with PyAV, lists with CRLF / BOM / duplicate ids / pre-rename names, written from docs/design.md §9's descriptions), through
 ``prepare_dataset.py`` (extraction, then the builder), with corrupt media counted as skips with their reasons."""
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def _check_checkpoint(output_dir: Path, summary: dict, raw_row: dict) -> DIMMLFo
 
 
 def test_presets_take_processor_configs_from_the_builders_and_derive_the_model():
-    expected = {  # (DUC tau, logit T), DESIGN §2; Kinetics-Sounds: our choice
+    expected = {  # (DUC tau, logit T), docs/design.md §2; Kinetics-Sounds: our choice
         "cremad": (50.0, 1.0), "ave": (10.0, 3.0), "kinetics_sounds": (10.0, 1.0), "ucf101": (10.0, 1.0),
         "modelnet40": (50.0, 3.0),
     }
@@ -146,7 +146,7 @@ def test_example_configs_parse_and_match_the_presets():
             [str(CONFIGS / f"{name}_dimml.yaml"), "--output_dir", "unused", "--use_cpu", "true"])
         preset = get_preset(name)
         assert data_args.dataset == name and data_args.data_root
-        assert model_args.duc_temperature == preset.duc_temperature
+        assert training_args.duc_temperature == preset.duc_temperature
         assert model_args.logit_temperature == preset.logit_temperature
         assert model_args.hidden_size == 512 and training_args.lr_step_epochs == 70
     _, data_args, _ = train_script.parse_arguments(

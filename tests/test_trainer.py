@@ -17,7 +17,10 @@ import torch
 import torch.nn.functional as F
 from transformers import TrainerCallback
 
+from safetensors.torch import load_file
+
 from hf_dimml import DIMMLConfig, DIMMLForMultimodalClassification
+from hf_dimml.methods import METHOD_STATE_FILE
 from hf_dimml.losses import dimml_stage1_loss, duc_loss, effective_dimension_accuracy, select_effective_dimensions
 from hf_dimml.trainer import DIMMLTrainer, DIMMLTrainingArguments, modality_subsets
 
@@ -33,11 +36,25 @@ def vector_config(**overrides) -> DIMMLConfig:
         ],
         hidden_size=8,
         num_labels=NUM_CLASSES,
-        duc_start_epoch=1,
-        duc_temperature=2.0,
     )
     kwargs.update(overrides)
     return DIMMLConfig(**kwargs)
+
+
+def vector_config3(**overrides) -> DIMMLConfig:
+    """Three modalities: `a` informative, `b` weakly, `c` barely (see `vector_dataset3`)."""
+    config = vector_config(**overrides)
+    config.modalities.append(
+        {"name": "c", "kind": "vector", "input_shape": [4], "encoder": "mlp", "encoder_kwargs": {"hidden_sizes": [16]}})
+    return DIMMLConfig(**{**config.to_dict(), "modalities": config.modalities})
+
+
+def vector_dataset3(size: int = 256, seed: int = 0) -> datasets.Dataset:
+    rng = np.random.default_rng(seed + 100)
+    base = vector_dataset(size, seed)
+    labels = np.asarray(base["labels"])
+    c = rng.normal(size=(size, 4)) + 0.3 * np.eye(NUM_CLASSES, 4)[labels]
+    return base.add_column("c", list(c.astype("float32"))).with_format("torch")
 
 
 def vector_dataset(size: int = 256, seed: int = 0) -> datasets.Dataset:
@@ -68,6 +85,8 @@ def training_args(tmp_path, **overrides) -> DIMMLTrainingArguments:
         disable_tqdm=True,
         seed=0,
         dataloader_num_workers=0,
+        duc_start_epoch=1,
+        duc_temperature=2.0,
     )
     kwargs.update(overrides)
     return DIMMLTrainingArguments(**kwargs)
@@ -223,9 +242,8 @@ def test_training_logs_components_and_accuracies(tmp_path):
                 "eval_accuracy_fusion", "eval_accuracy_subset_a", "eval_accuracy_subset_a+b"):
         assert key in final_eval, key
     assert 0.0 <= final_eval["eval_accuracy"] <= 1.0
-    model = trainer.model
-    assert bool(model.duc_mask_ready) and bool(model.fusion_head_trained)
-    assert model.duc_mask.any(dim=1).all()
+    assert trainer.method.duc_mask_ready and bool(trainer.model.fusion_head_trained)
+    assert trainer.method.duc_mask.any(dim=1).all()
 
 
 def test_stage2_trains_only_the_fusion_head(tmp_path):
@@ -235,8 +253,8 @@ def test_stage2_trains_only_the_fusion_head(tmp_path):
     trainer2 = make_trainer(tmp_path / "again", stage1_epochs=1, stage2_epochs=2)
     trainer2.model.load_state_dict(before)
     trainer2.model.fusion_head_trained.fill_(True)  # as if stage 1 were done
-    trainer2.stage = 2
-    trainer2.begin_epoch = lambda epoch: None  # stay in stage 2
+    trainer2.method.stage = 2
+    trainer2.method.begin_epoch = lambda epoch: None  # stay in stage 2
     trainer2.train()
     after = trainer2.model.state_dict()
     for key, value in before.items():
@@ -261,7 +279,7 @@ def test_learning_rate_schedule_per_stage(tmp_path):
 
 def test_gradient_accumulation_matches_the_full_batch(tmp_path):
     """2 x batch 4 with accumulation gives the same update as batch 8 (the loss is divided exactly once)."""
-    config = vector_config(duc_start_epoch=5)  # DUC's negatives depend on the batch, so keep it off
+    config = vector_config()
     data = vector_dataset(8)
     torch.manual_seed(0)
     initial = DIMMLForMultimodalClassification(config).state_dict()
@@ -269,7 +287,8 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
     for batch, accumulation in ((8, 1), (4, 2)):
         trainer = make_trainer(tmp_path / f"b{batch}", config=config, dataset=data, stage1_epochs=1,
                                stage2_epochs=0, per_device_train_batch_size=batch,
-                               gradient_accumulation_steps=accumulation, eval_strategy="no", learning_rate=0.5)
+                               gradient_accumulation_steps=accumulation, eval_strategy="no", learning_rate=0.5,
+                               duc_start_epoch=5)  # DUC's negatives depend on the batch, so keep it off
         trainer.model.load_state_dict(initial)
         trainer.train()
         assert trainer.state.global_step == 1
@@ -360,9 +379,9 @@ def test_kill_and_resume_reaches_the_same_result(tmp_path, kill_step):
 
     # Same command (arguments, seed) as the killed run; a different initialisation, which the checkpoint overrides.
     resumed = make_trainer(tmp_path / "killed", init_seed=123, **common)
-    resumed.select_effective_dimensions = lambda: pytest.fail("effective dimensions were selected again")
+    resumed.method.select_effective_dimensions = lambda: pytest.fail("effective dimensions were selected again")
     resumed.train(resume_from_checkpoint=str(checkpoint))
-    assert torch.equal(resumed.model.duc_mask, uninterrupted.model.duc_mask)
+    assert torch.equal(resumed.method.duc_mask, uninterrupted.method.duc_mask)
     for key, value in expected_state.items():
         torch.testing.assert_close(resumed.model.state_dict()[key], value, rtol=1e-5, atol=1e-6)
     metrics = resumed.evaluate()
@@ -391,8 +410,10 @@ def test_modality_subsets_are_all_non_empty_subsets():
 # --- end to end through accelerate launch, two processes -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["dimml", "mla"])  # mla: several optimiser steps per batch under DDP
-def test_two_process_accelerate_launch_trains_and_saves(tmp_path, method):
+def train_two_processes(tmp_path, method: str, *extra_args: str) -> tuple[Path, dict]:
+    """train.py on av_digits (256 samples, 2 + 1 epochs, a checkpoint per epoch) under `accelerate launch` with two
+    CPU processes (gloo); returns the output folder and the training summary, after checking that both processes
+    ran."""
     output_dir = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DIMML_CACHE": str(tmp_path / "cache")}
     command = [
@@ -400,22 +421,34 @@ def test_two_process_accelerate_launch_trains_and_saves(tmp_path, method):
         "--config_file", str(REPO / "training_scripts/accelerate_configs/cpu_two_processes.yaml"),
         str(REPO / "training_scripts/train.py"), str(REPO / "training_scripts/configs/av_digits_dimml.yaml"),
         "--output_dir", str(output_dir), "--stage1_epochs", "2", "--stage2_epochs", "1", "--duc_start_epoch", "1",
-        "--max_train_samples", "256", "--load_best_model_at_end", "false", "--save_strategy", "no",
-        "--disable_tqdm", "true", "--method", method,
+        "--max_train_samples", "256", "--load_best_model_at_end", "false", "--save_strategy", "epoch",
+        "--disable_tqdm", "true", "--method", method, *extra_args,
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     summary = json.loads((output_dir / "training_summary.json").read_text())
     assert summary["training"]["num_processes"] == 2  # world size seen inside the run
+    assert 0.1 < summary["metrics"]["test"]["accuracy"] <= 1.0
+    return output_dir, summary
+
+
+def last_checkpoint(output_dir: Path) -> Path:
+    return max(output_dir.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
+
+
+@pytest.mark.parametrize("method", ["dimml", "mla"])  # mla: several optimiser steps per batch under DDP
+def test_two_process_accelerate_launch_trains_and_saves(tmp_path, method):
+    output_dir, summary = train_two_processes(tmp_path, method)
     model = DIMMLForMultimodalClassification.from_pretrained(output_dir).eval()
     assert model.config.method == method
+    # The method's training state, as the last checkpoint keeps it for a resume.
+    state = load_file(str(last_checkpoint(output_dir) / METHOD_STATE_FILE))
     if method == "dimml":
-        assert bool(model.duc_mask_ready) and bool(model.fusion_head_trained)
+        assert bool(state["duc_mask_ready"]) and state["duc_mask"].any() and bool(model.fusion_head_trained)
     else:
-        assert not torch.equal(model.mla_projector, torch.eye(model.config.hidden_size))
+        assert not torch.equal(state["projector"], torch.eye(model.config.hidden_size))
     out = model(audio=torch.randn(3, 1, 13, 20), image=torch.rand(3, 1, 8, 8))
     assert out.logits.shape == (3, 10)
-    assert 0.1 < summary["metrics"]["test"]["accuracy"] <= 1.0
 
 
 def test_a_diverged_run_is_reported_once(tmp_path, caplog):

@@ -12,7 +12,7 @@ After each run it measures each modality's OWN accuracy with a linear probe on t
 `LogisticRegression(max_iter=2000)` fitted on the standardized train-split features of that modality (the model
 saved at the end of the run, i.e. the validation-selected one), scored on the test split. The method's own per-modality
 accuracy (its heads, by its own subset rule) says how the trained model predicts from one modality; the probe says how
-much the encoder itself learned, comparably across methods (DESIGN.md §5).
+much the encoder itself learned, comparably across methods (docs/design.md §5).
 
 Outputs, in `--output` (default `benchmarks/methods`):
 

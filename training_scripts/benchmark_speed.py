@@ -234,8 +234,7 @@ def make_config(audio_shape, visual_shape, encoder="resnet18", hidden_size=512, 
     if encoder_kwargs:
         for spec in modalities:
             spec["encoder_kwargs"] = dict(encoder_kwargs)
-    kwargs = dict(modalities=modalities, hidden_size=hidden_size, num_labels=num_labels, duc_start_epoch=0,
-                  duc_temperature=50.0)
+    kwargs = dict(modalities=modalities, hidden_size=hidden_size, num_labels=num_labels)
     kwargs.update(overrides)
     return DIMMLConfig(**kwargs)
 
@@ -245,15 +244,23 @@ def half_mask(num_modalities: int, dim: int, generator: torch.Generator) -> torc
     return torch.rand(num_modalities, dim, generator=generator) > 0.5
 
 
-def make_model(config: DIMMLConfig, device: torch.device, seed: int = 0, duc_ready: bool = True):
+# The DI-MML reference weights (w = 1, lambda = 1) and CREMA-D's DUC temperature.
+SHARED_WEIGHT, DUC_WEIGHT, DUC_TEMPERATURE = 1.0, 1.0, 50.0
+
+
+def make_model(config: DIMMLConfig, device: torch.device, seed: int = 0):
+    """The model, with `duc_mask`: a fixed effective-dimension mask, so that DUC is active from the first step (no
+    feature pass inside the timing)."""
     torch.manual_seed(seed)
     model = DIMMLForMultimodalClassification(config).to(device)
-    if duc_ready:  # DUC active from the first step, with a fixed mask (no feature pass inside the timing)
-        with torch.no_grad():
-            model.duc_mask.copy_(half_mask(len(config.modalities), config.hidden_size,
-                                           torch.Generator().manual_seed(seed)))
-            model.duc_mask_ready.fill_(True)
+    model.duc_mask = half_mask(len(config.modalities), config.hidden_size,
+                               torch.Generator().manual_seed(seed)).to(device)
     return model
+
+
+def use_fixed_duc_mask(trainer: DIMMLTrainer, mask: torch.Tensor) -> None:
+    """The trainer's DI-MML method with DUC active from the first step with `mask` (as the hand loop has it)."""
+    trainer.method.duc_mask, trainer.method.duc_mask_ready = mask, True
 
 
 def random_inputs(config: DIMMLConfig, batch: int, device: torch.device, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -280,7 +287,6 @@ class TensorDictDataset(torch.utils.data.Dataset):
 
 def stage1_step(model, inputs: dict[str, torch.Tensor], optimizer, autocast_dtype=None, max_grad_norm=None):
     """One DI-MML stage-1 step by hand: forward, stage-1 loss with DUC, backward, (clip,) optimiser step."""
-    config = model.config if not hasattr(model, "_orig_mod") else model._orig_mod.config
     modality_inputs = {name: value for name, value in inputs.items() if name != "labels"}
     device_type = inputs["labels"].device.type
     context = (torch.autocast(device_type, dtype=autocast_dtype) if autocast_dtype is not None
@@ -290,8 +296,8 @@ def stage1_step(model, inputs: dict[str, torch.Tensor], optimizer, autocast_dtyp
         base = model._orig_mod if hasattr(model, "_orig_mod") else model
         loss, _ = dimml_stage1_loss(
             outputs.modality_logits, outputs.shared_logits, outputs.features, inputs["labels"],
-            shared_weight=config.shared_weight, duc_weight=config.duc_weight,
-            duc_temperature=config.duc_temperature, effective_mask=base.duc_mask,
+            shared_weight=SHARED_WEIGHT, duc_weight=DUC_WEIGHT, duc_temperature=DUC_TEMPERATURE,
+            effective_mask=base.duc_mask,
         )
     loss.backward()
     if max_grad_norm:
@@ -458,7 +464,7 @@ def row_feature_pass(ctx: "Context") -> Result:
     side = 32 if ctx.quick else 64
     num_samples = 16 if ctx.tiny else (64 if ctx.quick else 256)
     config = make_config([1, side, side], [3, side, side], visual_kind="image")
-    model = make_model(config, ctx.device, duc_ready=False)
+    model = make_model(config, ctx.device)
     generator = torch.Generator().manual_seed(1)
     dataset = TensorDictDataset({
         "audio": torch.randn(num_samples, 1, side, side, generator=generator),
@@ -467,10 +473,10 @@ def row_feature_pass(ctx: "Context") -> Result:
     })
     with tempfile.TemporaryDirectory() as output_dir:
         trainers = feature_pass_trainers(model, dataset, output_dir, [64, 1], ctx.device)
-        masks = {batch: trainer.select_effective_dimensions() for batch, trainer in trainers.items()}
+        masks = {batch: trainer.method.select_effective_dimensions() for batch, trainer in trainers.items()}
         agree = float((masks[64] == masks[1]).float().mean())
         times = ctx.timer.interleaved(
-            {batch: trainer.select_effective_dimensions for batch, trainer in trainers.items()},
+            {batch: trainer.method.select_effective_dimensions for batch, trainer in trainers.items()},
             repeats=ctx.repeats(3), warmup=0,
         )
     per_sample = {batch: [t / num_samples for t in values] for batch, values in times.items()}
@@ -478,7 +484,7 @@ def row_feature_pass(ctx: "Context") -> Result:
     return speedup_result(
         "2b", f"feature pass for the statistics: 2×resnet18, {side}px, batch 64 vs 1, per sample",
         f"N={num_samples}", median(per_sample[64]), median(per_sample[1]), ratio, 3.0,
-        note=f"DIMMLTrainer.select_effective_dimensions() with per_device_eval_batch_size 64 vs 1 (eval mode: "
+        note=f"The DI-MML method's select_effective_dimensions() with per_device_eval_batch_size 64 vs 1 (eval mode: "
              f"same features up to float rounding; the selected masks agree on {agree:.1%} of the dimensions)",
     )
 
@@ -556,6 +562,7 @@ def row_trainer_throughput(ctx: "Context") -> list[Result]:
     )
     trainer = DIMMLTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
                            optimizers=(optimizer, None), callbacks=[clock.callback])
+    use_fixed_duc_mask(trainer, model.duc_mask)
 
     def run_trainer() -> float:
         clock.stamps.clear()

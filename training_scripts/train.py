@@ -31,6 +31,7 @@ from hf_dimml import DIMMLConfig, DIMMLForMultimodalClassification
 from hf_dimml.checkpointing import prepare_output_dir, resolve_resume_checkpoint
 from hf_dimml.data import MultimodalDataCollator
 from hf_dimml.data.presets import DatasetPreset, prepare_dataset
+from hf_dimml.methods import METHODS, get_method
 from hf_dimml.metrics import modality_shapley_values
 from hf_dimml.processing_dimml import DIMMLProcessor
 from hf_dimml.trainer import DIMMLTrainer, DIMMLTrainingArguments, modality_subsets
@@ -38,39 +39,24 @@ from hf_dimml.trainer import DIMMLTrainer, DIMMLTrainingArguments, modality_subs
 logger = logging.getLogger("hf_dimml.train")
 
 
-# The config fields that define each method's training, recorded in training_summary.json and the model card.
-METHOD_HYPERPARAMETERS = {
-    "dimml": ("shared_weight", "duc_weight", "duc_temperature", "duc_start_epoch", "logit_temperature"),
-    "mla": ("mla_alpha_start", "mla_alpha_end"),
-    "dmrnet": ("dmrnet_kl_weight", "dmrnet_hcr_weight", "dmrnet_warmup_epochs", "dmrnet_latent_size"),
-    "joint": (),
-    "unimodal": (),
-}
-
-
 @dataclass
 class ModelArguments:
-    """The model: method hyper-parameters and encoders (defaults come from the dataset preset)."""
+    """The model: the method and its encoders (defaults come from the dataset preset). The methods' training knobs
+    (`--duc_weight`, `--mla_alpha_start`, ...) are `DIMMLTrainingArguments` fields."""
 
     method: str = field(
         default="dimml",
-        metadata={"help": "Training method: dimml, mla, dmrnet, joint or unimodal. The one-stage methods train the "
-                          "encoders for stage1_epochs (stage2_epochs is set to 0)."},
+        metadata={"help": f"Training method: one of {', '.join(METHODS)} (hf_dimml.methods). The one-stage methods "
+                          "train the encoders for stage1_epochs (stage2_epochs is set to 0)."},
     )
     hidden_size: int | None = field(default=None, metadata={"help": "Common feature size d (default: preset's)."})
     encoders: list[str] | None = field(
         default=None, metadata={"help": "Override encoders as name=timm_model_or_mlp, e.g. audio=resnet18."}
     )
-    shared_weight: float = field(default=1.0, metadata={"help": "Weight w of the shared-classifier CE."})
-    duc_weight: float = field(default=1.0, metadata={"help": "Weight lambda of the DUC loss."})
-    duc_temperature: float | None = field(default=None, metadata={"help": "DUC tau (default: the preset's)."})
-    duc_start_epoch: int = field(default=10, metadata={"help": "Epoch at which DUC switches on."})
-    logit_temperature: float | None = field(default=None, metadata={"help": "Inference weighting T (preset's)."})
-    mla_alpha_start: float = field(default=0.1, metadata={"help": "MLA: projection regulariser alpha at the start."})
-    mla_alpha_end: float = field(default=0.01, metadata={"help": "MLA: alpha at the end (linear decay)."})
-    dmrnet_kl_weight: float = field(default=1e-3, metadata={"help": "DMRNet: weight of the KL term."})
-    dmrnet_hcr_weight: float = field(default=0.25, metadata={"help": "DMRNet: weight of the hard-combination CE."})
-    dmrnet_warmup_epochs: int = field(default=6, metadata={"help": "DMRNet: epochs before the hard combination."})
+    logit_temperature: float | None = field(default=None, metadata={
+        "help": "DI-MML inference: temperature T of the certainty-aware weighting (default: the preset's)."})
+    dmrnet_latent_size: int | None = field(default=None, metadata={
+        "help": "DMRNet: size of the Gaussian embedding (default: hidden_size)."})
 
 
 @dataclass
@@ -232,16 +218,9 @@ def build_config(model_args: ModelArguments, preset, label_names: list[str]) -> 
         modalities=modalities,
         hidden_size=model_args.hidden_size or preset.hidden_size,
         method=model_args.method,
-        shared_weight=model_args.shared_weight,
-        duc_weight=model_args.duc_weight,
-        duc_temperature=model_args.duc_temperature or preset.duc_temperature,
-        duc_start_epoch=model_args.duc_start_epoch,
+        head_layout=get_method(model_args.method).head_layout,
         logit_temperature=model_args.logit_temperature or preset.logit_temperature,
-        mla_alpha_start=model_args.mla_alpha_start,
-        mla_alpha_end=model_args.mla_alpha_end,
-        dmrnet_kl_weight=model_args.dmrnet_kl_weight,
-        dmrnet_hcr_weight=model_args.dmrnet_hcr_weight,
-        dmrnet_warmup_epochs=model_args.dmrnet_warmup_epochs,
+        dmrnet_latent_size=model_args.dmrnet_latent_size,
         id2label=dict(enumerate(label_names)),
         label2id={name: index for index, name in enumerate(label_names)},
     )
@@ -381,7 +360,7 @@ def requested_processes(launcher: list[str]) -> int | None:
 
 def fewer_processes_warning(world_size: int, launcher: list[str], script_argv: list[str]) -> str | None:
     """A warning with the command that works when `accelerate launch` asked for more processes than started (with
-    `--num_processes N` but no multi-process mode, e.g. `--cpu`, it silently starts one; DESIGN §7)."""
+    `--num_processes N` but no multi-process mode, e.g. `--cpu`, it silently starts one; docs/design.md §7)."""
     asked = requested_processes(launcher)
     if asked is None or asked <= world_size:
         return None
@@ -415,7 +394,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, by hf_dimml.hub
     if push_to_hub and not training_args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id user/name")  # before training, not after it
-    if model_args.method != "dimml" and training_args.stage2_epochs:
+    if get_method(model_args.method).num_stages == 1 and training_args.stage2_epochs:
         # One-stage methods: the encoders get the same stage1_epochs budget as DI-MML's stage 1.
         training_args.stage2_epochs = 0
         training_args.num_train_epochs = training_args.stage1_epochs
@@ -435,6 +414,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     processor = DIMMLProcessor(modalities=preset.processor_modalities)
     config = build_config(model_args, preset, label_names)
+    if training_args.duc_temperature is None:
+        training_args.duc_temperature = preset.duc_temperature  # the reference's temperature for this dataset
     model = DIMMLForMultimodalClassification(config)
     keep = [*config.modality_names, "labels"]
     splits = {
@@ -476,7 +457,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                        output_dir / "training_curves.png", model_selection)
         summary = {
             "method": config.method,
-            "method_hyperparameters": {key: getattr(config, key) for key in METHOD_HYPERPARAMETERS[config.method]},
+            "method_hyperparameters": get_method(config.method).hyperparameters(training_args, config),
             "modalities": [
                 {key: spec[key] for key in ("name", "kind", "encoder", "input_shape")} for spec in config.modalities
             ],
@@ -533,7 +514,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 def print_results(summary: dict[str, Any], modality_names: list[str]) -> None:
     test = summary["metrics"]["test"]
     rows = [(f"full prediction ({summary['method']})", test.get("accuracy"))]
-    if summary["method"] == "dimml":
+    if get_method(summary["method"]).num_stages == 2:
         # None: the selected checkpoint is from stage 1, so the fusion head is not used
         rows.append(("fusion head", test.get("accuracy_fusion")))
     rows += [(f"{name} alone", test.get(f"accuracy_{name}")) for name in modality_names]

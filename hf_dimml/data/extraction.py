@@ -1,4 +1,4 @@
-"""Decoding the official video distributions once: frames, audio and optical flow (DESIGN §9).
+"""Decoding the official video distributions once: frames, audio and optical flow (docs/design.md §9).
 
 The benchmarks are distributed as videos (CREMA-D ``VideoFlash/*.flv``, AVE ``AVE/*.mp4``, UCF101 ``UCF-101/*/*.avi``,
 Kinetics clips ``*.mp4``); the reference codes train on frames, WAV files and TV-L1 flow extracted beforehand by their

@@ -1,4 +1,4 @@
-"""The split lists in circulation, read under their own formats (DESIGN §9).
+"""The split lists in circulation, read under their own formats (docs/design.md §9).
 
 Every reader takes the file as its authors wrote it: UTF-8 with or without a byte-order mark (``utf-8-sig``, as the
 reference loaders read them), LF or CRLF line ends, blank lines ignored. A line no format accepts, a list whose label

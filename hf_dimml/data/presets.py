@@ -15,7 +15,7 @@ One source of truth per fact:
   `input_shape` from :meth:`DIMMLProcessor.output_shape` (or, where that depends on the data, from processing one
   example), encoder `resnet18` (`mlp` for vectors) unless told otherwise.
 
-Reference temperatures (DESIGN §2): DUC tau CREMA-D 50, AVE 10, UCF101 10, ModelNet40 50; logit-weighting T
+Reference temperatures (docs/design.md §2): DUC tau CREMA-D 50, AVE 10, UCF101 10, ModelNet40 50; logit-weighting T
 CREMA-D 1, AVE 3, UCF101 1, ModelNet40 3. Kinetics-Sounds is not in the DI-MML paper: tau 10 and T 1 are our choice
 (the values of the other audio-visual video datasets). User datasets default to tau 10, T 1 (our choice too).
 """
