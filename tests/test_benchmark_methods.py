@@ -1,4 +1,4 @@
-"""training_scripts/benchmark_methods.py: the --quick benchmark writes the CSV, the Markdown table and the plot."""
+"""benchmarks/benchmark_methods.py: the --quick benchmark writes the CSV, the Markdown table and the plot."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SCRIPT = REPO_ROOT / "training_scripts" / "benchmark_methods.py"
+SCRIPT = REPO_ROOT / "benchmarks" / "benchmark_methods.py"
 
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
@@ -68,7 +68,7 @@ def test_quick_benchmark_writes_markdown_table_and_setup(quick_run):
     table_rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert any(line.startswith("| `joint` |") for line in table_rows)
     assert any(line.startswith("| `dimml` |") for line in table_rows)
-    assert "python training_scripts/benchmark_methods.py --quick" in text
+    assert "python benchmarks/benchmark_methods.py --quick" in text
     assert "Machine:" in text and "Date:" in text and "image_energy=" in text
     assert "(competition.png)" in text
 

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench():
-    path = REPO / "training_scripts" / "benchmark_speed.py"
+    path = REPO / "benchmarks" / "benchmark_speed.py"
     spec = importlib.util.spec_from_file_location("dimml_benchmark_speed", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
@@ -58,7 +58,7 @@ def test_every_row_runs_at_the_smallest_size(bench, tmp_path):
     assert set(info["bf16_flags"]) >= {"avx512_bf16", "amx_bf16"}
     output = tmp_path / "BENCHMARKS.md"
     output.write_text("# Benchmarks\n\nintro\n\n<!-- cuda -->\nGPU TABLE\n<!-- /cuda -->\n")
-    section = bench.render_section("cpu", "python training_scripts/benchmark_speed.py --quick", info, results, 1.0,
+    section = bench.render_section("cpu", "python benchmarks/benchmark_speed.py --quick", info, results, 1.0,
                                    [0.0, 0.0, 0.0])
     bench.write_section(output, "cpu", section)
     bench.write_section(output, "cpu", section)  # replaced, not appended

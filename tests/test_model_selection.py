@@ -217,19 +217,15 @@ def test_card_states_which_epoch_each_encoder_came_from():
 
 
 def test_train_script_records_the_selection_in_summary_card_and_plot(tmp_path, monkeypatch):
-    import importlib.util
-    import sys
     from pathlib import Path
+
+    from hf_dimml.run import main
 
     pytest.importorskip("matplotlib")
     script = Path(__file__).resolve().parents[1] / "training_scripts" / "train.py"
-    spec = importlib.util.spec_from_file_location("dimml_train_script_selection", script)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
     monkeypatch.setenv("HF_DIMML_CACHE", str(tmp_path / "cache"))
     output = tmp_path / "run"
-    summary = module.main([
+    summary = main([
         str(script.parent / "configs" / "av_digits_dimml.yaml"), "--output_dir", str(output),
         "--stage1_epochs", "3", "--stage2_epochs", "1", "--duc_start_epoch", "1", "--max_train_samples", "256",
         "--disable_tqdm", "true", "--use_cpu", "true",

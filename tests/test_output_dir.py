@@ -4,7 +4,6 @@ that `accelerate launch` started with fewer processes than asked warns with the 
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import textwrap
@@ -17,15 +16,7 @@ from hf_dimml.checkpointing import prepare_output_dir, run_files
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_train_script():
-    spec = importlib.util.spec_from_file_location("dimml_train_script_output_dir", REPO / "training_scripts/train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script executes
-    spec.loader.exec_module(module)
-    return module
-
-
-train_script = _load_train_script()
+from hf_dimml import run as train_script  # noqa: E402  (what training_scripts/train.py runs)
 
 
 def earlier_run(folder: Path) -> Path:
@@ -104,11 +95,8 @@ def test_accelerate_launch_num_processes_2_without_a_config_is_detected(tmp_path
     # The real launcher: `accelerate launch --cpu --num_processes 2` starts one process (docs/design.md §7).
     probe = tmp_path / "probe.py"
     probe.write_text(textwrap.dedent(f"""
-        import importlib.util, os, sys
-        spec = importlib.util.spec_from_file_location("train_script", {str(REPO / "training_scripts/train.py")!r})
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
+        import os, sys
+        from hf_dimml import run as module
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         print(world_size, module.fewer_processes_warning(world_size, module.launcher_command_line(), sys.argv))
     """))

@@ -3,7 +3,6 @@ parquet; config file and CLI flags), end to end with tiny encoders, plus the err
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -34,15 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "training_scripts" / "configs"
 
 
-def _load_train_script():
-    spec = importlib.util.spec_from_file_location("dimml_train_script", REPO / "training_scripts" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script executes
-    spec.loader.exec_module(module)
-    return module
-
-
-train_script = _load_train_script()
+from hf_dimml import run as train_script  # noqa: E402  (what training_scripts/train.py runs)
 
 #: Flags of a tiny two-stage run: one epoch each, no checkpoints kept in between, CPU.
 TINY_RUN = [
@@ -142,14 +133,14 @@ def test_parse_user_modalities_columns_kinds_and_errors():
 
 def test_example_configs_parse_and_match_the_presets():
     for name in ("cremad", "ave", "kinetics_sounds", "ucf101", "modelnet40"):
-        model_args, data_args, training_args = train_script.parse_arguments(
+        model_args, data_args, training_args, _ = train_script.parse_arguments(
             [str(CONFIGS / f"{name}_dimml.yaml"), "--output_dir", "unused", "--use_cpu", "true"])
         preset = get_preset(name)
         assert data_args.dataset == name and data_args.data_root
         assert training_args.duc_temperature == preset.duc_temperature
         assert model_args.logit_temperature == preset.logit_temperature
         assert model_args.hidden_size == 512 and training_args.lr_step_epochs == 70
-    _, data_args, _ = train_script.parse_arguments(
+    _, data_args, _, _ = train_script.parse_arguments(
         [str(CONFIGS / "user_dataset_example.yaml"), "--output_dir", "unused", "--use_cpu", "true"])
     columns, configs, encoders = parse_user_modalities(data_args.processor_modalities)
     assert columns == {"tabular": ["age", "income", "score"], "embedding": "text_embedding", "photo": "image"}
@@ -158,7 +149,7 @@ def test_example_configs_parse_and_match_the_presets():
 
 
 def test_data_arguments_parse_structured_values_from_the_command_line():
-    _, data_args, _ = train_script.parse_arguments([
+    _, data_args, _, _ = train_script.parse_arguments([
         "--dataset", "user", "--dataset_path", "x.parquet", "--output_dir", "unused", "--use_cpu", "true",
         "--modality_columns", "tab=a,b,c", "pic=img", "--modality_kinds", "tab=vector", "pic=image",
         "--recipe_overrides", '{"pic": {"image_size": 16}}', "--processor_modalities", "[{name: z, kind: vector}]",

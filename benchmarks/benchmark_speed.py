@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Speed benchmarks of hf_dimml against naive baselines, with targets, written into BENCHMARKS.md.
 
-    python training_scripts/benchmark_speed.py                      # full CPU run (<= 10 min on 2 cores)
-    python training_scripts/benchmark_speed.py --quick              # every row at its smallest size (< 2 min)
-    python training_scripts/benchmark_speed.py --device cuda        # GPU run, adds row 6 (stage-1 MFU, data pipeline)
-    python training_scripts/benchmark_speed.py --device cpu --gpu-rows --quick   # row 6's code path on the CPU
+    python benchmarks/benchmark_speed.py                      # full CPU run (<= 10 min on 2 cores)
+    python benchmarks/benchmark_speed.py --quick              # every row at its smallest size (< 2 min)
+    python benchmarks/benchmark_speed.py --device cuda        # GPU run, adds row 6 (stage-1 MFU, data pipeline)
+    python benchmarks/benchmark_speed.py --device cpu --gpu-rows --quick   # row 6's code path on the CPU
 
 On a shared machine (load average near or above the core count) add ``--threads 1``: measured on a loaded 2-core VM,
 two torch threads made oneDNN's bf16 backward-weights kernels ~100x slower at small spatial sizes and small
@@ -1151,9 +1151,9 @@ def render_section(device: str, command: str, info: dict[str, Any], results: lis
 
 HEADER = """# Benchmarks
 
-Written by `training_scripts/benchmark_speed.py` (see its docstring for what each row measures). Each device's run
-replaces only its own section below: `python training_scripts/benchmark_speed.py` for the CPU section,
-`python training_scripts/benchmark_speed.py --device cuda` for the GPU section.
+Written by `benchmarks/benchmark_speed.py` (see its docstring for what each row measures). Each device's run
+replaces only its own section below: `python benchmarks/benchmark_speed.py` for the CPU section,
+`python benchmarks/benchmark_speed.py --device cuda` for the GPU section.
 
 Times are medians over repeats; a ratio is the median of per-repeat ratios of the two sides, timed interleaved in one
 process. "holds: n/a" marks a target that does not apply at that size or on that machine.
@@ -1203,7 +1203,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     device = torch.device(args.device)
     info = machine_info(device)
     given = sys.argv[1:] if argv is None else argv
-    command = " ".join(["python training_scripts/benchmark_speed.py", *given])
+    command = " ".join(["python benchmarks/benchmark_speed.py", *given])
     print(f"# {command}\n# {json.dumps(info)}")
     start = time.perf_counter()
     results = run_benchmarks(
