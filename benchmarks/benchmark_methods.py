@@ -44,21 +44,29 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hf_dimml.methods import METHODS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = REPO_ROOT / "training_scripts" / "train.py"
 DEFAULT_CONFIG = "training_scripts/configs/av_digits_dimml.yaml"
-ALL_METHODS = ["dimml", "mla", "dmrnet", "joint", "unimodal"]
+ALL_METHODS = list(METHODS)  # every registered training method, in the registry's order
 QUICK_METHODS = ["joint", "dimml"]  # the two the competition plot compares
 QUICK_ARGS = ["--stage1_epochs", "1", "--stage2_epochs", "1", "--max_train_samples", "128"]
 RECORD_NAME = "benchmark_record.json"
 
-METHOD_NOTES = {
-    "dimml": "per-modality private heads (certainty-weighted with the fusion head for the full input)",
-    "mla": "shared head on each modality alone (entropy-weighted for the full input)",
-    "dmrnet": "the DMRNet head with the other modalities zeroed",
-    "joint": "the fused head with the other modalities zeroed",
-    "unimodal": "that modality's own unimodal model (the full input: ensemble of them)",
+# How each head layout predicts from one modality alone (the "<m> (method)" columns).
+LAYOUT_NOTES = {
+    "certainty_weighted": "per-modality private heads (certainty-weighted with the fusion head for the full input)",
+    "shared_head": "shared head on each modality alone (entropy-weighted for the full input)",
+    "gaussian_embedding": "the Gaussian-embedding head with the other modalities zeroed",
+    "fused": "the fused head with the other modalities zeroed",
+    "fused_with_private": "that modality's own head, trained beside the fused head (the full input: the fused head)",
+    "unimodal_ensemble": "that modality's own unimodal model (the full input: ensemble of them)",
 }
+
+
+def method_note(name: str) -> str:
+    return LAYOUT_NOTES[METHODS[name].head_layout]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -388,7 +396,7 @@ def write_markdown(rows: list[dict[str, Any]], summaries: dict[tuple[str, int], 
         "",
         "- **accuracy**, **macro-F1**: the method's own prediction from the full input.",
         f"- **<m> (method)**: the method's prediction from modality m alone, by its own rule "
-        f"({'; '.join(f'{m}: {METHOD_NOTES.get(m, m)}' for m in methods)}).",
+        f"({'; '.join(f'{m}: {method_note(m)}' for m in methods)}).",
         "- **<m> (probe)**: linear probe on the frozen encoder of m: `LogisticRegression(max_iter=2000)` on "
         "standardized train-split features, test accuracy. How much that encoder learned, comparable across "
         "methods.",

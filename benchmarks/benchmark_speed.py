@@ -258,7 +258,7 @@ def make_model(config: DIMMLConfig, device: torch.device, seed: int = 0):
     return model
 
 
-def use_fixed_duc_mask(trainer: DIMMLTrainer, mask: torch.Tensor) -> None:
+def use_fixed_duc_mask(trainer, mask: torch.Tensor) -> None:
     """The trainer's DI-MML method with DUC active from the first step with `mask` (as the hand loop has it)."""
     trainer.method.duc_mask, trainer.method.duc_mask_ready = mask, True
 
@@ -602,6 +602,85 @@ def row_trainer_throughput(ctx: "Context") -> list[Result]:
              f"loop {calls['loop']:.0f}",
         values={"trainer_samples_per_s": median(measured["trainer"]), "loop_samples_per_s": median(measured["loop"])},
     )]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Row 7: each training method's step relative to joint's
+# ---------------------------------------------------------------------------------------------------------------------
+
+# Targets of the field's comparison methods (issue: OGM-GE and PMR within 1.3x of joint, MMPareto, one extra backward
+# per modality, within 2.5x); the other methods are reported without a target.
+METHOD_STEP_TARGETS = {"ogm": 1.3, "ogm_ge": 1.3, "pmr": 1.3, "mmpareto": 2.5}
+
+
+def row_method_steps(ctx: "Context") -> list[Result]:
+    """Every registered method's training step (DIMMLTrainer, same encoders, data, batch and optimiser), as time per
+    step relative to `joint`'s; DI-MML's stage 1 with DUC on."""
+    from hf_dimml.data import MultimodalDataCollator
+    from hf_dimml.methods import METHODS
+    from hf_dimml.trainer import DIMMLTrainer, DIMMLTrainingArguments
+
+    if ctx.quick:
+        base = make_config([1024], [1024], encoder="mlp", encoder_kwargs={"hidden_sizes": [1024, 512]},
+                           visual_kind="vector")
+        batch, steps, warmup_steps = 64, (5 if ctx.tiny else 16), 2
+        description = "2 MLP encoders (1024→1024→512), batch 64"
+    else:
+        side = 64
+        base = make_config([1, side, side], [3, side, side], visual_kind="image")
+        batch, steps, warmup_steps = 32, 12, 2
+        description = f"2 resnet18 encoders, {side}×{side} inputs, batch {batch}"
+    generator = torch.Generator().manual_seed(3)
+    dataset = TensorDictDataset({
+        **{spec["name"]: torch.randn(batch * steps, *spec["input_shape"], generator=generator)
+           for spec in base.modalities},
+        "labels": torch.randint(0, base.num_labels, (batch * steps,), generator=generator),
+    })
+    collator = MultimodalDataCollator(base.modality_names)
+    runs: dict[str, Callable[[], float]] = {}
+    for name, method in METHODS.items():
+        config = DIMMLConfig(**{**base.to_dict(), "method": name, "head_layout": method.head_layout})
+        model = make_model(config, ctx.device)
+        clock = StepClock(ctx.device)
+        args = DIMMLTrainingArguments(
+            output_dir=tempfile.mkdtemp(prefix=f"dimml-bench-{name}-"), stage1_epochs=1, stage2_epochs=0,
+            per_device_train_batch_size=batch, learning_rate=1e-3, lr_scheduler_type="constant", report_to=[],
+            disable_tqdm=True, logging_steps=10 ** 6, eval_strategy="no", save_strategy="no",
+            use_cpu=ctx.device.type == "cpu", dataloader_num_workers=0, dataloader_pin_memory=False, seed=0,
+        )
+        trainer = DIMMLTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator,
+                               optimizers=(sgd(model), None), callbacks=[clock.callback])
+        if name == "dimml":
+            use_fixed_duc_mask(trainer, model.duc_mask)
+
+        def run(trainer=trainer, clock=clock) -> float:
+            clock.stamps.clear()
+            trainer.train()
+            return 1.0 / clock.throughput(1, warmup_steps)  # seconds per step
+
+        runs[name] = run
+    for run in runs.values():
+        run()  # warm-up (allocator, kernels)
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for repeat in range(ctx.repeats(3)):
+        for name in names if repeat % 2 == 0 else names[::-1]:
+            seconds[name].append(runs[name]())
+    results = []
+    for name in names:
+        ratio = paired_ratio(seconds[name], seconds["joint"])
+        target = METHOD_STEP_TARGETS.get(name)
+        results.append(Result(
+            row="7", benchmark=f"training step of `{name}` vs `joint` ({description})", size=f"{steps} steps",
+            package=f"{median(seconds[name]) * 1e3:.3g} ms", baseline=f"{median(seconds['joint']) * 1e3:.3g} ms",
+            ratio=ratio, ratio_text=f"{ratio:.2f}×", target=f"≤ {target:g}×" if target else "",
+            holds=(ratio <= target) if target and not ctx.tiny else None,
+            note="" if results else (
+                "DIMMLTrainer, SGD(momentum 0.9, wd 1e-4), grad clipping 1.0, steady state after "
+                f"{warmup_steps} steps, interleaved repeats; per-epoch hooks outside the timed steps"),
+            values={"seconds_per_step": median(seconds[name]), "joint_seconds_per_step": median(seconds["joint"])},
+        ))
+    return results
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1066,6 +1145,7 @@ ROWS: dict[str, Callable[[Context], list[Result]]] = {
     "4": row_bf16,
     "5": row_memory_and_latency,
     "6": row_gpu_training,
+    "7": row_method_steps,
 }
 
 
