@@ -12,7 +12,6 @@ import datasets
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training_scripts"))
 
 pytest.importorskip("av")
 
@@ -28,7 +27,7 @@ from layouts_writers import (  # noqa: E402
     write_cremad_mla_lists,
     write_video,
 )
-from prepare_dataset import main as prepare  # noqa: E402
+from hf_dimml.data.prepare import main as prepare  # noqa: E402  (what training_scripts/prepare_dataset.py runs)
 
 from hf_dimml.data.builders import build_ave, build_cremad, build_kinetics_sounds, dataset_recipe  # noqa: E402
 from hf_dimml.data.extraction import MediaError  # noqa: E402

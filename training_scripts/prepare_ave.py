@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from prepare_dataset import main
+from hf_dimml.data.prepare import main
 
 if __name__ == "__main__":
     sys.exit(main(["ave", *sys.argv[1:]]))
