@@ -12,10 +12,11 @@ from .dimml import DIMML
 from .dmrnet import DMRNet
 from .mla import MLA
 from .mmpareto import MMPareto
+from .pmr import PMR
 
 __all__ = ["METHODS", "METHOD_STATE_FILE", "TrainingMethod", "get_method", "method_argument_classes"]
 
-_REGISTERED: tuple[type[TrainingMethod], ...] = (DIMML, MLA, DMRNet, MMPareto, Joint, Unimodal)
+_REGISTERED: tuple[type[TrainingMethod], ...] = (DIMML, MLA, DMRNet, PMR, MMPareto, Joint, Unimodal)
 
 #: Method name -> class, in the order the docs and benchmarks list them.
 METHODS: dict[str, type[TrainingMethod]] = {method.name: method for method in _REGISTERED}
