@@ -382,8 +382,8 @@ class DIMMLForMultimodalClassification(DIMMLPreTrainedModel):
     - `unimodal_ensemble`: a private head per modality; the logits of the present modalities are averaged.
     - `fused` (joint, OGM-GE, PMR): one linear head over the concatenated features; an absent modality's feature is
       zero.
-    - `fused_with_private` (MMPareto): the fused head predicts; each modality alone is predicted by its own private
-      head, which training fits beside it.
+    - `fused_with_private` (MMPareto): the fused head predicts (absent modalities zeroed); a single modality alone is
+      predicted by its own private head, which training fits beside the fused head.
     - `shared_head` (MLA): one shared linear head applied to each modality alone; per-sample entropy-weighted fusion.
     - `gaussian_embedding` (DMRNet): Gaussian embedding N(mu, sigma^2) of the concatenated features (absent ones
       zeroed), mu and log sigma^2 each from Linear + BatchNorm, a linear classifier on the embedding (sampled in
@@ -465,8 +465,11 @@ class DIMMLForMultimodalClassification(DIMMLPreTrainedModel):
             return DIMMLClassifierOutput(logits=logits, modality_logits=modality_logits, fusion_logits=logits,
                                          features=features)
         if layout == "fused_with_private":
-            logits = self.fusion_head(self._concat(features))
             modality_logits = {name: self.private_heads[name](feature) for name, feature in features.items()}
+            if len(features) == 1:  # one modality alone: its own head, trained for exactly that
+                logits = next(iter(modality_logits.values()))
+                return DIMMLClassifierOutput(logits=logits, modality_logits=modality_logits, features=features)
+            logits = self.fusion_head(self._concat(features))
             return DIMMLClassifierOutput(logits=logits, modality_logits=modality_logits, fusion_logits=logits,
                                          features=features)
         if layout == "shared_head":

@@ -137,6 +137,8 @@ class MultimodalClassificationPipeline(Pipeline):
             return {name: float(weight) for name, weight in zip(names, weights[0].float())}
         if layout in ("unimodal_ensemble", "unimodal"):  # the ensemble averages the present modalities' heads
             return dict.fromkeys(present, 1.0 / len(present))
+        if layout == "fused_with_private" and len(present) == 1:  # a modality alone: its own head
+            return {present[0]: 1.0}
         return {"fusion": 1.0}  # one fused head (joint, OGM-GE, PMR, MMPareto, DMRNet)
 
 

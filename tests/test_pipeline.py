@@ -25,12 +25,14 @@ HEADS = {
     "unimodal": (["a", "b"], ["a"]),
     "joint": (["fusion"], ["fusion"]),
     "dmrnet": (["fusion"], ["fusion"]),
+    "mmpareto": (["fusion"], ["a"]),
 }
+LAYOUTS = {"mmpareto": "fused_with_private"}
 
 
 def make_pipeline(method: str):
     torch.manual_seed(0)
-    model = DIMMLForMultimodalClassification(vector_config(method=method)).eval()
+    model = DIMMLForMultimodalClassification(vector_config(method=method, head_layout=LAYOUTS.get(method))).eval()
     if method == "dimml":
         model.fusion_head_trained.fill_(True)  # as after stage 2: the fusion head takes part in the weighting
     return pipeline("multimodal-classification", model=model, feature_extractor=DIMMLProcessor(PROCESSOR),
