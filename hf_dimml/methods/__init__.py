@@ -12,11 +12,12 @@ from .dimml import DIMML
 from .dmrnet import DMRNet
 from .mla import MLA
 from .mmpareto import MMPareto
+from .ogm import OGM, OGMGE
 from .pmr import PMR
 
 __all__ = ["METHODS", "METHOD_STATE_FILE", "TrainingMethod", "get_method", "method_argument_classes"]
 
-_REGISTERED: tuple[type[TrainingMethod], ...] = (DIMML, MLA, DMRNet, PMR, MMPareto, Joint, Unimodal)
+_REGISTERED: tuple[type[TrainingMethod], ...] = (DIMML, MLA, DMRNet, OGM, OGMGE, PMR, MMPareto, Joint, Unimodal)
 
 #: Method name -> class, in the order the docs and benchmarks list them.
 METHODS: dict[str, type[TrainingMethod]] = {method.name: method for method in _REGISTERED}
@@ -31,4 +32,5 @@ def get_method(name: str) -> type[TrainingMethod]:
 
 def method_argument_classes() -> tuple[type, ...]:
     """The methods' argument dataclasses, mixed into `DIMMLTrainingArguments`."""
-    return tuple(method.arguments for method in _REGISTERED if method.arguments is not None)
+    # Once each: methods may share one (ogm and ogm_ge).
+    return tuple(dict.fromkeys(method.arguments for method in _REGISTERED if method.arguments is not None))
