@@ -40,10 +40,10 @@ def hand_rule(g_mm: list[torch.Tensor], g_uni: list[torch.Tensor], gamma: float)
 
 
 def test_rule_on_fixed_vectors_both_branches():
-    segments = torch.tensor([0, 0, 1])
+    sizes = [2, 1]  # two parameter tensors: elements 0-1 and 2
     # Positive cosine: (1/2, 1/2), new = g_mm + g_uni, r = 1.
     g_mm, g_uni = torch.tensor([1.0, 0.0, 2.0]), torch.tensor([1.0, 1.0, 0.0])
-    grad, cosine, conflict = mmpareto_encoder_gradient(g_mm, g_uni, segments, 2, gamma=1.5)
+    grad, cosine, conflict = mmpareto_encoder_gradient(g_mm, g_uni, sizes, gamma=1.5)
     torch.testing.assert_close(grad, 1.5 * (g_mm + g_uni))
     assert cosine > 0 and conflict == 0
     # Negative cosine: closed-form MGDA weights w1 = ((g2 - g1) . g2) / ||g1 - g2||^2.
@@ -56,7 +56,7 @@ def test_rule_on_fixed_vectors_both_branches():
     for part in (slice(0, 2), slice(2, 3)):
         r = (g_mm[part] + g_uni[part]).norm() / new[part].norm()
         expected.append(1.5 * max(float(r), 1.0) * new[part])
-    grad, cosine, conflict = mmpareto_encoder_gradient(g_mm, g_uni, segments, 2, gamma=1.5)
+    grad, cosine, conflict = mmpareto_encoder_gradient(g_mm, g_uni, sizes, gamma=1.5)
     torch.testing.assert_close(grad, torch.cat(expected))
     assert cosine < 0 and conflict == 1
     torch.testing.assert_close(grad, torch.cat(hand_rule([g_mm[:2], g_mm[2:]], [g_uni[:2], g_uni[2:]], 1.5)))

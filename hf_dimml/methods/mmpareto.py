@@ -56,11 +56,11 @@ class MMParetoArguments:
 
 
 def mmpareto_encoder_gradient(
-    g_mm: torch.Tensor, g_uni: torch.Tensor, segments: torch.Tensor, num_segments: int, gamma: float
+    g_mm: torch.Tensor, g_uni: torch.Tensor, sizes: list[int], gamma: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The MMPareto gradient of one encoder from its two flattened gradients (all its parameter tensors
-    concatenated; `segments[i]` is the tensor element i belongs to). Returns `(gradient, cosine, conflict)`, conflict
-    1.0 where the cosine was not positive and the MGDA weights were used. No host synchronisation."""
+    concatenated, of `sizes` elements each). Returns `(gradient, cosine, conflict)`, conflict 1.0 where the cosine was
+    not positive and the MGDA weights were used. No host synchronisation."""
     dot, norm_mm, norm_uni = g_mm @ g_uni, g_mm @ g_mm, g_uni @ g_uni
     cosine = dot / (norm_mm.sqrt() * norm_uni.sqrt()).clamp_min(1e-12)
     conflict = dot <= 0  # cosine not positive (a zero gradient included, as the reference's cosine is then 0)
@@ -73,12 +73,19 @@ def mmpareto_encoder_gradient(
     w_mm = torch.where(conflict, w_mgda.clamp(0.0, 1.0), torch.full_like(dot, 0.5))
     new = 2 * (w_mm * g_mm + (1 - w_mm) * g_uni)
     # Per parameter tensor: r = ||g_mm + g_uni|| / ||new||, scaled by gamma max(r, 1).
-    summed = g_mm + g_uni
-    norm_sum = torch.zeros(num_segments, device=new.device, dtype=new.dtype).index_add_(0, segments, summed * summed)
-    norm_new = torch.zeros(num_segments, device=new.device, dtype=new.dtype).index_add_(0, segments, new * new)
-    ratio = (norm_sum / norm_new.clamp_min(1e-30)).sqrt()
+    # (Norms of contiguous views and one repeat of the per-tensor scales: no per-element index arithmetic.)
+    norm_sum = torch.stack(torch._foreach_norm(torch.split(g_mm + g_uni, sizes)))
+    norm_new = torch.stack(torch._foreach_norm(torch.split(new, sizes)))
+    ratio = norm_sum / norm_new.clamp_min(1e-30)
     scale = torch.where(norm_new > 0, gamma * ratio.clamp_min(1.0), torch.zeros_like(ratio))
-    return scale[segments] * new, cosine, conflict.to(new.dtype)
+    repeats = torch.tensor(sizes, device=new.device)
+    return new.mul_(torch.repeat_interleave(scale, repeats, output_size=new.numel())), cosine, conflict.to(new.dtype)
+
+
+def _assign(parameters, flat: torch.Tensor, sizes: list[int]) -> None:
+    """`.grad` of each parameter: its view of the flat gradient."""
+    for parameter, gradient in zip(parameters, torch.split(flat, sizes)):
+        parameter.grad = gradient.view_as(parameter).to(parameter.dtype)
 
 
 def _flat(gradients, parameters) -> torch.Tensor:
@@ -136,10 +143,8 @@ class MMPareto(TrainingMethod):
                         for name in self.modality_names}
             encoder_ids = {id(p) for params in encoders.values() for p in params}
             heads = [p for p in self.model.parameters() if p.requires_grad and id(p) not in encoder_ids]
-            segments = {name: torch.repeat_interleave(torch.arange(len(params), device=device),
-                                                      torch.tensor([p.numel() for p in params], device=device))
-                        for name, params in encoders.items()}
-            self._layout = {"device": device, "encoders": encoders, "heads": heads, "segments": segments}
+            sizes = {name: [p.numel() for p in params] for name, params in encoders.items()}
+            self._layout = {"device": device, "encoders": encoders, "heads": heads, "sizes": sizes}
         return self._layout
 
     def _broadcast_buffers(self) -> None:
@@ -179,23 +184,19 @@ class MMPareto(TrainingMethod):
                 if g is not None:
                     head_grad.add_(g)  # heads: the plain sum of the losses' gradients
         parts.append(_flat(head_grads, heads))
-        flat = torch.cat(parts)
         if distributed:  # one all-reduce; the rule below then sees the same (global-batch) gradients everywhere
-            flat = trainer.accelerator.reduce(flat, "mean")
+            flat = trainer.accelerator.reduce(torch.cat(parts), "mean")
+            parts = list(torch.split(flat, [part.numel() for part in parts]))
+        flat_mm_all, *flat_uni, flat_heads = parts
 
-        sizes = [sum(p.numel() for p in encoders[n]) for n in names]
-        flat_mm_all, *flat_uni, flat_heads = torch.split(flat, [sum(sizes), *sizes, flat.numel() - 2 * sum(sizes)])
+        sizes = [sum(layout["sizes"][n]) for n in names]
         components = {"loss_fusion": loss_mm.detach(), **{f"loss_{n}": unimodal[n].detach() for n in names}}
-        new_grads = []
         for n, g_mm, g_uni in zip(names, torch.split(flat_mm_all, sizes), flat_uni):
-            grad, cosine, conflict = mmpareto_encoder_gradient(
-                g_mm, g_uni, layout["segments"][n], len(encoders[n]), self.args.mmpareto_gamma)
-            new_grads.append(grad)
+            grad, cosine, conflict = mmpareto_encoder_gradient(g_mm, g_uni, layout["sizes"][n], self.args.mmpareto_gamma)
+            _assign(encoders[n], grad, layout["sizes"][n])
             components[f"cosine_{n}"] = cosine.detach()
             components[f"conflict_{n}"] = conflict.detach()  # logged mean: the fraction of MGDA steps
-        for p, g in zip(all_encoders + heads, torch.split(torch.cat([*new_grads, flat_heads]),
-                                                           [p.numel() for p in all_encoders + heads])):
-            p.grad = g.view_as(p).to(p.dtype)
+        _assign(heads, flat_heads, [p.numel() for p in heads])
         trainer.accumulate_train_stats(components, outputs, labels)
         return (loss_mm + sum(unimodal.values())).detach()
 
