@@ -1,4 +1,5 @@
-"""hf_dimml: balanced multimodal learning (DI-MML, MLA, DMRNet and baselines) in the Hugging Face ecosystem."""
+"""hf_dimml: balanced multimodal learning (DI-MML, MLA, DMRNet, OGM-GE, PMR, MMPareto and baselines) in the Hugging Face
+ecosystem."""
 
 import transformers
 
