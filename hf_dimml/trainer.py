@@ -2,9 +2,9 @@
 
 The trainer runs the Hugging Face loop, evaluation, logging and model selection; what differs between methods (loss,
 training step, per-epoch hook, heads, training state) is the method's, looked up once by `config.method`. One
-`train()` call runs both of DI-MML's stages, so a single `resume_from_checkpoint` covers them: the stage follows from
-the epoch, and the method's state that must survive (effective dimensions, MLA's projector, ...) is saved with every
-checkpoint (`method_state.safetensors`).
+`train()` call runs all of a method's stages, so a single `resume_from_checkpoint` covers them: the stage follows from
+the epoch, and the method's state that must survive a resume is saved with every checkpoint
+(`method_state.safetensors`).
 
 What is local and what is gathered under data parallelism:
 - stage-1 losses and DUC use the local batch (DUC's negatives are the other samples of the process's batch);
@@ -52,7 +52,7 @@ class DIMMLTrainingArguments(*method_argument_classes(), TrainingArguments):
     lr_step_epochs: int | None = field(
         default=None,
         metadata={"help": "Stage-1 StepLR: multiply the learning rate by `lr_step_gamma` every this many epochs "
-                          "(the DI-MML reference uses 70). Unset: stage 1 follows `lr_scheduler_type`."},
+                          "(docs/design.md §2: the reference uses 70). Unset: stage 1 follows `lr_scheduler_type`."},
     )
     lr_step_gamma: float = field(default=0.1, metadata={"help": "Decay factor of the stage-1 StepLR."})
     logging_nan_inf_filter: bool = field(
@@ -70,13 +70,14 @@ class DIMMLTrainingArguments(*method_argument_classes(), TrainingArguments):
 
     model_selection: str = field(
         default="per_modality",
-        metadata={"help": "How `load_best_model_at_end` selects the model of a detached method (dimml, unimodal). "
-                          "`per_modality`: each modality's encoder and private head come from the evaluation where "
-                          "that head's own validation `modality_selection_metric` was best; they are assembled at "
-                          "the end of stage 1, dimml's fusion head is trained on them and the final model is chosen "
-                          "among the stage-2 evaluations by `metric_for_best_model`. `fused`: one evaluation for "
-                          "everything by `metric_for_best_model`, stage 2 starting from the best stage-1 checkpoint, "
-                          "as the DI-MML reference does. The other methods always select `fused`.",
+        metadata={"help": "How `load_best_model_at_end` selects the model of a detached method (each encoder trained "
+                          "on its own objective, with its own head). `per_modality`: each modality's encoder and "
+                          "private head come from the evaluation where that head's own validation "
+                          "`modality_selection_metric` was best; they are assembled at the end of stage 1, a "
+                          "two-stage method's fusion head is trained on them and the final model is chosen among the "
+                          "stage-2 evaluations by `metric_for_best_model`. `fused`: one evaluation for everything by "
+                          "`metric_for_best_model`, stage 2 starting from the best stage-1 checkpoint, as the "
+                          "reference implementations do. The other methods always select `fused`.",
                   "choices": ["per_modality", "fused"]},
     )
     modality_selection_metric: str = field(
@@ -126,9 +127,7 @@ class _EpochCallback(TrainerCallback):
 class DIMMLTrainer(AtomicCheckpointMixin, Trainer):
     """
     Trains a [`DIMMLForMultimodalClassification`] with the training method its `config.method` names
-    (`hf_dimml.methods`): DI-MML (two stages: detached per-modality losses with DUC, then the fusion head on frozen
-    encoders) or one of the methods it is compared with, with the same data, evaluation, logging, model selection and
-    checkpoints.
+    (`hf_dimml.methods`), with the same data, evaluation, logging, model selection and checkpoints for every method.
 
     - Training: the method's `compute_loss` (or its whole `training_step`), its `begin_epoch` hook at every epoch.
     - Evaluation: the final prediction (accuracy, macro-F1), each modality alone (accuracy, macro-F1, loss), the
@@ -209,7 +208,8 @@ class DIMMLTrainer(AtomicCheckpointMixin, Trainer):
 
     def _determine_best_metric(self, metrics: dict[str, float], trial) -> bool:
         # Per-modality selection: stage-1 evaluations update each modality's best and are never the final model
-        # (dimml's is chosen among the stage-2 evaluations; unimodal's is assembled at the end of training).
+        # (a two-stage method's is chosen among the stage-2 evaluations; a one-stage method's is assembled at the end
+        # of training).
         if self.modality_selection is None or self.method.stage == 2:
             return super()._determine_best_metric(metrics, trial)
         self.modality_selection.update(metrics, self.state.epoch, self.state.global_step, self._modality_modules())
@@ -337,8 +337,8 @@ class DIMMLTrainer(AtomicCheckpointMixin, Trainer):
         """Adds the step's loss components (times the batch size) and each of the method's training heads' number of
         correct predictions.
 
-        Stacked: a few kernels per step instead of a few per statistic (~50 for DI-MML), which a launch-bound GPU
-        step would feel; the sample counts are host integers.
+        Stacked: a few kernels per step instead of a few per statistic (~50 for a method with many heads), which a
+        launch-bound GPU step would feel; the sample counts are host integers.
         """
         batch = labels.shape[0]
         heads = self.method.train_heads(outputs)
@@ -398,7 +398,7 @@ class DIMMLTrainer(AtomicCheckpointMixin, Trainer):
     # --- evaluation ----------------------------------------------------------------------------------------------
 
     def evaluation_loop(self, *args: Any, **kwargs: Any):
-        # The method's extra heads are read once per evaluation (DI-MML's fusion flag is a device-to-host copy), not
+        # The method's extra heads are read once per evaluation (a flag read is a device-to-host copy), not
         # once per batch.
         self._eval_head_names = self.method.eval_head_names()
         try:
@@ -408,7 +408,7 @@ class DIMMLTrainer(AtomicCheckpointMixin, Trainer):
 
     def _head_names(self) -> list[str]:
         """What `prediction_step` returns, in order: the final prediction, each modality alone, the method's own
-        extra heads (DI-MML: the shared classifier per modality, the fusion head), then every modality subset."""
+        extra heads (e.g. a shared classifier per modality, a fusion head), then every modality subset."""
         extra = self._eval_head_names if self._eval_head_names is not None else self.method.eval_head_names()
         subsets = ["subset_" + "+".join(subset) for subset in modality_subsets(self.modality_names)]
         return ["final", *self.modality_names, *extra, *subsets]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import subprocess
 import sys
@@ -19,11 +18,9 @@ pytest.importorskip("matplotlib")
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("benchmark_methods_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    from benchmarks import benchmark_methods
+
+    return benchmark_methods
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,7 @@ with positive numbers) and writes its device's section of a markdown file withou
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,12 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench():
-    path = REPO / "benchmarks" / "benchmark_speed.py"
-    spec = importlib.util.spec_from_file_location("dimml_benchmark_speed", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+    from benchmarks import benchmark_speed
+
+    return benchmark_speed
 
 
 def run_tiny(bench, lines):
@@ -40,7 +35,10 @@ def test_every_row_runs_at_the_smallest_size(bench, tmp_path):
     finally:
         torch.set_num_threads(threads)
     rows = {result.row for result in results}
-    assert rows == {"1", "2a", "2b", "3", "4", "5a", "5b", "6a", "6b", "6c"}
+    assert rows == {"1", "2a", "2b", "3", "4", "5a", "5b", "6a", "6b", "6c", "7"}
+    from hf_dimml.methods import METHODS
+
+    assert [r.benchmark.split("`")[1] for r in results if r.row == "7"] == list(METHODS)  # every method vs joint
     assert len([r for r in results if r.row == "6a"]) == 2  # channels_last off / on
     for result in results:
         assert result.package and result.values, result
