@@ -325,6 +325,10 @@ class DIMMLTrainer(AtomicCheckpointMixin, Trainer):
         self.accumulate_train_stats(components, outputs, labels)
         return (loss, outputs) if return_outputs else loss
 
+    def default_training_step(self, model, inputs, num_items_in_batch=None):
+        """The Trainer's own step (forward, `compute_loss`, backward), for methods whose step acts after it."""
+        return super().training_step(model, inputs, num_items_in_batch)
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         if not self._method_steps:
             return super().training_step(model, inputs, num_items_in_batch)

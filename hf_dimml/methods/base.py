@@ -94,7 +94,8 @@ class TrainingMethod:
     def training_step(self, model: nn.Module, modality_inputs: dict[str, torch.Tensor],
                       labels: torch.Tensor) -> torch.Tensor | None:
         """A whole training step, for methods that take several optimiser steps per batch or rewrite gradients
-        between backward and step; returns the detached loss. `None`: the Trainer's own step with `compute_loss`."""
+        between backward and step; returns the detached loss. `None`: the Trainer's own step with `compute_loss`
+        (`self.trainer.default_training_step` runs that step, for a method that acts after its backward)."""
         return None
 
     def train_heads(self, outputs) -> dict[str, torch.Tensor]:

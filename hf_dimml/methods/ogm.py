@@ -187,10 +187,8 @@ class OGM(TrainingMethod):
     def training_step(self, model, modality_inputs, labels) -> torch.Tensor:
         """The Trainer's own step (forward, `compute_loss`, backward), then, after the last micro-batch of an optimiser
         step (when DDP has averaged the gradients), the modulation; the Trainer then clips and steps."""
-        from ..trainer import DIMMLTrainer  # noqa: PLC0415 (the trainer imports the methods)
-
         trainer = self.trainer
-        loss = super(DIMMLTrainer, trainer).training_step(model, {**modality_inputs, "labels": labels})
+        loss = trainer.default_training_step(model, {**modality_inputs, "labels": labels})
         self._samples += labels.shape[0]
         if trainer.accelerator.sync_gradients:
             coefficients = self.modulate()
