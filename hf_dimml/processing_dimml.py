@@ -78,6 +78,10 @@ _IMAGE_DEFAULTS: dict[str, Any] = {
     "value_range": None,
     "interpolation": "bilinear",  # "bilinear" | "bicubic" | "nearest" (antialiased when shrinking)
     "random_resized_crop": None,  # train only: [min_scale, max_scale] of the crop area, aspect 3/4..4/3
+    # int or [height, width]: a crop of that size without resizing (DI-MML's UCF101 GroupRandomCrop /
+    # GroupCenterCrop): at a random position in training, centred at evaluation; an image smaller than the crop is
+    # resized to it first (as GroupRandomCrop does). Then `image_size` applies (nothing to do when equal).
+    "random_crop": None,
     "random_flip": False,  # train only: horizontal flip with probability 0.5
     "flip_inverts_channels": [],  # channels whose sign flips with a horizontal flip (optical-flow u: [0])
 }
@@ -91,7 +95,11 @@ MODALITY_DEFAULTS: dict[str, dict[str, Any]] = {
         "n_fft": 512,
         "hop_length": 353,
         "win_length": None,  # None -> n_fft
-        "window": "hann",  # periodic Hann, as librosa / scipy get_window("hann")
+        "window": "hann",  # periodic Hann, as librosa / scipy get_window("hann"); "tukey": periodic Tukey, alpha 0.25
+        # "librosa": log |librosa.stft| (OGM-GE line); "scipy": log of scipy.signal.spectrogram's default output, the
+        # one-sided power spectral density of each segment after removing its mean (DI-MML's / OGM-GE's offline
+        # `audio_preprocessing.py` / `obtain_audio_spectrogram.py`; needs center=False)
+        "stft_style": "librosa",
         "center": True,
         "pad_mode": "constant",  # librosa >= 0.10 default for center=True
         "clip_amplitude": True,  # clip the waveform to [-1, 1] before the STFT (OGM-GE line)
@@ -112,6 +120,10 @@ MODALITY_DEFAULTS: dict[str, dict[str, Any]] = {
     "image": dict(_IMAGE_DEFAULTS),
     "frames": {
         "num_frames": None,  # required: T frames per clip
+        # "spread": num_frames distinct frames drawn at random in training, evenly spaced at evaluation;
+        # "contiguous_window": num_frames consecutive frames, from a random start in training and the centred start
+        # len // 2 - num_frames // 2 at evaluation (DI-MML's UCF101 `sample_flow`, a stack of consecutive flow frames)
+        "frame_sampling": "spread",
         **_IMAGE_DEFAULTS,
     },
     "vector": {
@@ -132,6 +144,7 @@ MODALITY_DEFAULTS: dict[str, dict[str, Any]] = {
 
 _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 _SEQUENCE_RESIZES = ("interpolate", "crop_pad", "tile_crop")
+_FRAME_SAMPLINGS = ("spread", "contiguous_window")
 _RESERVED_NAMES = {"labels", "train", "return_tensors", "is_batched", "sampling_rate", "generator"}
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 _PIL_MODE_BY_CHANNELS = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
@@ -256,13 +269,17 @@ def resolve_modality_config(config: Mapping[str, Any]) -> dict[str, Any]:
         cfg["duration"] = float(cfg["duration"])
         if cfg["short_clip"] not in ("tile", "zero_pad"):
             raise ValueError(f"{where}: short_clip must be 'tile' or 'zero_pad', got {cfg['short_clip']!r}")
-        if cfg["window"] != "hann":
-            raise ValueError(f"{where}: only window='hann' is implemented, got {cfg['window']!r}")
+        if cfg["window"] not in ("hann", "tukey"):
+            raise ValueError(f"{where}: window must be 'hann' or 'tukey', got {cfg['window']!r}")
+        if cfg["stft_style"] not in ("librosa", "scipy"):
+            raise ValueError(f"{where}: stft_style must be 'librosa' or 'scipy', got {cfg['stft_style']!r}")
+        if cfg["stft_style"] == "scipy" and cfg["center"]:
+            raise ValueError(f"{where}: stft_style='scipy' frames the signal without centring: set center=False")
         if cfg["pad_mode"] not in ("constant", "reflect"):
             raise ValueError(f"{where}: pad_mode must be 'constant' or 'reflect', got {cfg['pad_mode']!r}")
         if cfg["resampling"] != "sinc_lowpass_linear":
             raise ValueError(f"{where}: only resampling='sinc_lowpass_linear' is implemented")
-        if not cfg["center"] and _num_samples(cfg) < cfg["n_fft"]:
+        if not cfg["center"] and _num_samples(cfg) < max(cfg["n_fft"], cfg["win_length"]):
             raise ValueError(f"{where}: duration x sampling_rate is shorter than n_fft")
         cfg["log_offset"] = float(cfg["log_offset"])
         cfg["normalize_eps"] = float(cfg["normalize_eps"])
@@ -285,6 +302,10 @@ def resolve_modality_config(config: Mapping[str, Any]) -> dict[str, Any]:
     elif kind in ("image", "frames"):
         if kind == "frames":
             _positive_int(cfg, "num_frames", where, required=True)
+            if cfg["frame_sampling"] not in _FRAME_SAMPLINGS:
+                raise ValueError(
+                    f"{where}: frame_sampling must be one of {_FRAME_SAMPLINGS}, got {cfg['frame_sampling']!r}"
+                )
         _positive_int(cfg, "channels", where, required=True)
         if cfg["channels"] > 4:
             raise ValueError(f"{where}: channels must be 1..4, got {cfg['channels']}")
@@ -306,6 +327,10 @@ def resolve_modality_config(config: Mapping[str, Any]) -> dict[str, Any]:
             cfg["random_resized_crop"] = [low, high]
             if cfg["image_size"] is None:
                 raise ValueError(f"{where}: random_resized_crop needs an image_size to resize the crops to")
+        if cfg["random_crop"] is not None:
+            cfg["random_crop"] = _as_size(cfg["random_crop"], f"{where} (random_crop)")
+            if cfg["random_resized_crop"] is not None:
+                raise ValueError(f"{where}: give random_crop or random_resized_crop, not both")
         cfg["random_flip"] = bool(cfg["random_flip"])
         inverted = [int(c) for c in cfg["flip_inverts_channels"]]
         if any(not 0 <= c < cfg["channels"] for c in inverted):
@@ -458,8 +483,39 @@ def spectrogram_shape(recipe: Mapping[str, Any]) -> tuple[int, int]:
         {"name": "audio", **{k: v for k, v in recipe.items() if k != "name"}, "kind": "audio"}
     )
     n = _num_samples(cfg)
-    frames = 1 + n // cfg["hop_length"] if cfg["center"] else 1 + (n - cfg["n_fft"]) // cfg["hop_length"]
+    segment = cfg["win_length"] if cfg["stft_style"] == "scipy" else cfg["n_fft"]
+    frames = 1 + n // cfg["hop_length"] if cfg["center"] else 1 + (n - segment) // cfg["hop_length"]
     return cfg["n_fft"] // 2 + 1, frames
+
+
+def _window(cfg: Mapping[str, Any]) -> np.ndarray:
+    """The periodic analysis window of ``win_length`` samples (scipy ``get_window(name, M, fftbins=True)``)."""
+    length = cfg["win_length"]
+    if cfg["window"] == "hann":
+        return torch.hann_window(length, periodic=True, dtype=torch.float64).numpy()
+    # Tukey, alpha 0.25 (scipy.signal.spectrogram's default window): the symmetric window of length + 1, last dropped.
+    alpha, size = 0.25, length + 1
+    n = np.arange(size, dtype=np.float64)
+    width = int(np.floor(alpha * (size - 1) / 2.0))
+    window = np.ones(size)
+    window[: width + 1] = 0.5 * (1 + np.cos(np.pi * (-1 + 2.0 * n[: width + 1] / alpha / (size - 1))))
+    tail = n[size - width - 1 :]
+    window[size - width - 1 :] = 0.5 * (1 + np.cos(np.pi * (-2.0 / alpha + 1 + 2.0 * tail / alpha / (size - 1))))
+    return window[:length]
+
+
+def _scipy_style_spectrogram(signal: np.ndarray, cfg: Mapping[str, Any]) -> torch.Tensor:
+    """``log(P + log_offset)`` with ``P`` what ``scipy.signal.spectrogram(x, fs, window, nperseg=win_length,
+    noverlap=win_length - hop_length, nfft=n_fft)`` returns with its other defaults: segments of ``win_length``
+    samples every ``hop_length`` (no padding), each minus its mean (``detrend='constant'``), windowed, and
+    ``|rfft|^2 / (fs * sum(window^2))`` with the bins other than DC and Nyquist doubled (one-sided density)."""
+    window = _window(cfg)
+    segments = np.lib.stride_tricks.sliding_window_view(signal.astype(np.float64), cfg["win_length"])
+    segments = segments[:: cfg["hop_length"]]
+    segments = (segments - segments.mean(axis=1, keepdims=True)) * window
+    power = np.abs(np.fft.rfft(segments, n=cfg["n_fft"], axis=1)) ** 2 / (cfg["sampling_rate"] * (window**2).sum())
+    power[:, 1 : None if cfg["n_fft"] % 2 else -1] *= 2
+    return torch.from_numpy(np.log(power.T + cfg["log_offset"]).astype(np.float32))
 
 
 def _check_sampling_rate(rate: Any) -> int:
@@ -539,18 +595,24 @@ def compute_audio_spectrogram(waveform: Any, orig_sampling_rate: int, recipe: Ma
     signal = signal[:target]
     if cfg["clip_amplitude"]:
         signal = np.clip(signal, -1.0, 1.0)
-    window = torch.hann_window(cfg["win_length"], periodic=True, dtype=torch.float32)
-    stft = torch.stft(
-        torch.from_numpy(np.ascontiguousarray(signal, dtype=np.float32)),
-        n_fft=cfg["n_fft"],
-        hop_length=cfg["hop_length"],
-        win_length=cfg["win_length"],
-        window=window,
-        center=cfg["center"],
-        pad_mode=cfg["pad_mode"],
-        return_complex=True,
-    )
-    spectrogram = torch.log(stft.abs() + cfg["log_offset"])
+    if cfg["stft_style"] == "scipy":
+        spectrogram = _scipy_style_spectrogram(signal, cfg)
+    else:
+        stft = torch.stft(
+            torch.from_numpy(np.ascontiguousarray(signal, dtype=np.float32)),
+            n_fft=cfg["n_fft"],
+            hop_length=cfg["hop_length"],
+            win_length=cfg["win_length"],
+            window=(
+                torch.hann_window(cfg["win_length"], periodic=True, dtype=torch.float32)
+                if cfg["window"] == "hann"
+                else torch.from_numpy(_window(cfg)).float()
+            ),
+            center=cfg["center"],
+            pad_mode=cfg["pad_mode"],
+            return_complex=True,
+        )
+        spectrogram = torch.log(stft.abs() + cfg["log_offset"])
     if cfg["normalize"]:
         spectrogram = (spectrogram - spectrogram.mean()) / (spectrogram.std(unbiased=False) + cfg["normalize_eps"])
     return spectrogram.numpy().astype(np.float32)
@@ -717,7 +779,8 @@ class DIMMLProcessor(FeatureExtractionMixin):
 
     Frame sampling: ``train=True`` draws ``num_frames`` distinct frames at random (sorted, fresh on
     every call, from ``generator`` or torch's global RNG, which DataLoader workers reseed);
-    ``train=False`` takes uniformly spaced frames, deterministically. Random crops / flips apply in
+    ``train=False`` takes uniformly spaced frames, deterministically; ``frame_sampling="contiguous_window"`` takes
+    ``num_frames`` consecutive frames instead (random start in training, centred at evaluation). Random crops / flips apply in
     train mode only and are shared by all frames of a clip. Nothing random happens at eval.
     """
 
@@ -1280,6 +1343,27 @@ class DIMMLProcessor(FeatureExtractionMixin):
         side = min(height, width)  # fallback: central square crop
         return (height - side) // 2, (width - side) // 2, side, side
 
+    @staticmethod
+    def _fixed_size_crop(
+        images: list[torch.Tensor], size: Sequence[int], train: bool, generator: torch.Generator | None
+    ) -> list[torch.Tensor]:
+        """A ``size`` crop without resizing, one box for all images: random in training, centred at evaluation
+        (DI-MML's UCF101 GroupRandomCrop / GroupCenterCrop); images smaller than ``size`` are resized to it."""
+        crop_h, crop_w = size
+        height, width = images[0].shape[1:]
+        if height < crop_h or width < crop_w:
+            return [
+                F.interpolate(image[None], size=(crop_h, crop_w), mode="bilinear", align_corners=False,
+                              antialias=True)[0]
+                for image in images
+            ]
+        if train:
+            top = int(torch.randint(0, height - crop_h + 1, (1,), generator=generator))
+            left = int(torch.randint(0, width - crop_w + 1, (1,), generator=generator))
+        else:  # torchvision CenterCrop's rounding
+            top, left = int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0))
+        return [image[:, top : top + crop_h, left : left + crop_w] for image in images]
+
     @classmethod
     def _finish_images(
         cls, images: list[torch.Tensor], cfg: Mapping[str, Any], train: bool, generator: torch.Generator | None
@@ -1288,7 +1372,9 @@ class DIMMLProcessor(FeatureExtractionMixin):
         crop = train and cfg["random_resized_crop"] is not None
         flip = train and cfg["random_flip"] and bool(torch.rand(1, generator=generator) < 0.5)
         box_fraction = None
-        if crop:
+        if cfg.get("random_crop") is not None:
+            images = cls._fixed_size_crop(images, cfg["random_crop"], train, generator)
+        elif crop:
             height, width = images[0].shape[1:]
             top, left, h, w = cls._crop_box(height, width, cfg["random_resized_crop"], generator)
             box_fraction = (top / height, left / width, h / height, w / width)
@@ -1353,7 +1439,17 @@ class DIMMLProcessor(FeatureExtractionMixin):
         available, wanted = len(frames), cfg["num_frames"]
         if available < wanted:
             raise ValueError(f"{where}: the clip has {available} frame(s), fewer than num_frames={wanted}")
-        if train:
+        if cfg.get("frame_sampling") == "contiguous_window":
+            # DI-MML's UCF101 `sample_flow`: offset randint(0, len - clip_len) (upper bound excluded) in training,
+            # len // 2 - clip_len // 2 at evaluation.
+            if train and available > wanted:
+                start = int(torch.randint(0, available - wanted, (1,), generator=generator))
+            elif train:
+                start = 0
+            else:
+                start = available // 2 - wanted // 2
+            indices = list(range(start, start + wanted))
+        elif train:
             # Fresh draw on every call: the RNG is never reseeded here (the reference froze it per item).
             indices = sorted(torch.randperm(available, generator=generator)[:wanted].tolist())
         else:

@@ -17,6 +17,7 @@ import datasets
 from hf_dimml.data.builders.ave import build_ave
 from hf_dimml.data.builders.cremad import build_cremad
 from hf_dimml.data.builders.engine import (
+    AUDIO_DIMML_SCIPY,
     BUILDER_VERSION,
     DEFAULT_MODALITIES,
     dataset_recipe,
@@ -30,6 +31,7 @@ from hf_dimml.data.builders.user import load_user_dataset
 from hf_dimml.data.lists import CREMAD_LABELS
 
 __all__ = [
+    "AUDIO_DIMML_SCIPY",
     "BUILDER_VERSION",
     "CREMAD_LABELS",
     "DATASET_BUILDERS",

@@ -84,6 +84,27 @@ SPLITS = ("train", "validation", "test")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 _AUDIO_OGM_GE = {"kind": "audio", "sampling_rate": 22050, "n_fft": 512, "hop_length": 353}
+#: DI-MML's audio spectrogram (``data/CREMAD/audio_preprocessing.py``; OGM-GE's ``obtain_audio_spectrogram.py`` for
+#: AVE is the same): ``librosa.load`` at its default 22,050 Hz, tiled and cut to 160,000 samples (7.26 s; the script's
+#: ``sr=16000`` only sets that length), clipped to [-1, 1], ``scipy.signal.spectrogram(nperseg=512, noverlap=353)``
+#: (Tukey 0.25 window, hop 159, no padding, per-segment mean removed, one-sided PSD), ``log(S + 1e-7)``, z-scored
+#: with ``std + 1e-9``: ``(257, 1004)``. An option, not the presets' default (docs/datasets.md says why):
+#: ``recipe={"audio": AUDIO_DIMML_SCIPY}``.
+AUDIO_DIMML_SCIPY = {
+    "sampling_rate": 22050,
+    "duration": 160000 / 22050,
+    "n_fft": 512,
+    "win_length": 512,
+    "hop_length": 159,
+    "window": "tukey",
+    "stft_style": "scipy",
+    "center": False,
+    "log_offset": 1e-7,
+    "normalize_eps": 1e-9,
+}
+#: Keys added to the processor configs after caches were first written, with the value that means "as before": left
+#: out of the cache key at that value, so that existing caches keep their keys.
+_KEY_NEUTRAL_DEFAULTS = {"stft_style": "librosa", "frame_sampling": "spread", "random_crop": None}
 _RGB = {
     "image_size": 224,
     "channels": 3,
@@ -96,6 +117,9 @@ _RGB = {
 #: UCF101's pixel mean / std over the training frames (DI-MML's ``ucf101_mean_std``, 0..255 scaled to 0..1).
 UCF101_MEAN = [106.46409 / 255, 101.46796 / 255, 93.22408 / 255]
 UCF101_STD = [68.28274 / 255, 66.40727 / 255, 67.58706 / 255]
+#: DI-MML's UCF101 transform (``clip_transform_ucf101``): GroupRandomCrop(224) + flip in training, GroupCenterCrop(224)
+#: at evaluation, of the 256-px frames, never resized.
+_UCF101_CROP = {**{k: v for k, v in _RGB.items() if k != "random_resized_crop"}, "random_crop": 224}
 
 #: Default processor modality configs per dataset, following the DI-MML reference protocol (frames per clip from
 #: its run scripts and dataset classes: CREMA-D ``--num_frame 3``, AVE 4, Kinetics-Sounds 3 as OGM-GE, UCF101 1 RGB
@@ -116,12 +140,13 @@ DEFAULT_MODALITIES: dict[str, list[dict[str, Any]]] = {
         {"name": "visual", "kind": "frames", "num_frames": 3, **_RGB},
     ],
     "ucf101": [
-        {"name": "rgb", "kind": "frames", "num_frames": 1, **_RGB, "mean": UCF101_MEAN, "std": UCF101_STD},
+        {"name": "rgb", "kind": "frames", "num_frames": 1, **_UCF101_CROP, "mean": UCF101_MEAN, "std": UCF101_STD},
         {
             "name": "flow",
             "kind": "frames",
             "num_frames": 10,
-            **_RGB,
+            "frame_sampling": "contiguous_window",  # DI-MML's sample_flow: 10 consecutive u/v frames
+            **_UCF101_CROP,
             "channels": 2,
             "mean": [0.5, 0.5],
             "std": [0.5, 0.5],
@@ -470,7 +495,10 @@ def _build_cached(
         "builder": name,
         "version": BUILDER_VERSION,
         "root": str(root),
-        "modalities": modalities,
+        "modalities": [
+            {k: v for k, v in m.items() if k not in _KEY_NEUTRAL_DEFAULTS or v != _KEY_NEUTRAL_DEFAULTS[k]}
+            for m in modalities
+        ],
         "options": options,
         "on_missing": on_missing,
         "verify_images": verify_images,
