@@ -166,3 +166,13 @@ def test_random_crop_shares_one_box_across_frames_and_resizes_small_images():
     assert tuple(small.shape) == (1, 2, 1, 5, 5)
     with pytest.raises(ValueError, match="not both"):
         DIMMLProcessor(modalities=[{"name": "f", "kind": "image", "random_crop": 4, "random_resized_crop": [0.5, 1]}])
+
+
+def test_cache_keys_of_the_presets_that_kept_their_recipe_are_unchanged():
+    from hf_dimml.data.builders.engine import _keyed_modalities, _resolve_modalities
+
+    for name in ("cremad", "ave", "kinetics_sounds", "modelnet40"):
+        keyed = _keyed_modalities(_resolve_modalities(name, None))
+        assert not any({"stft_style", "frame_sampling", "random_crop"} & set(cfg) for cfg in keyed), name
+    keyed = _keyed_modalities(_resolve_modalities("ucf101", None))  # changed on purpose: rebuilt once
+    assert keyed[1]["frame_sampling"] == "contiguous_window" and keyed[1]["random_crop"] == [224, 224]

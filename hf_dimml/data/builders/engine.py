@@ -444,6 +444,14 @@ class _RowMaker:
         return row
 
 
+def _keyed_modalities(modalities: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The modality configs as the cache key hashes them: without the later keys left at their neutral value."""
+    return [
+        {k: v for k, v in m.items() if k not in _KEY_NEUTRAL_DEFAULTS or v != _KEY_NEUTRAL_DEFAULTS[k]}
+        for m in modalities
+    ]
+
+
 def _cache_key(payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -495,10 +503,7 @@ def _build_cached(
         "builder": name,
         "version": BUILDER_VERSION,
         "root": str(root),
-        "modalities": [
-            {k: v for k, v in m.items() if k not in _KEY_NEUTRAL_DEFAULTS or v != _KEY_NEUTRAL_DEFAULTS[k]}
-            for m in modalities
-        ],
+        "modalities": _keyed_modalities(modalities),
         "options": options,
         "on_missing": on_missing,
         "verify_images": verify_images,
