@@ -6,6 +6,8 @@ import transformers
 from .configuration_dimml import DIMMLConfig
 from .processing_dimml import DIMMLProcessor
 from .pipeline_dimml import MultimodalClassificationPipeline
+from .data import MultimodalDataCollator, load_av_digits
+from .trainer import DIMMLTrainer, DIMMLTrainingArguments
 from .modeling_dimml import (
     CLASSIFIER_AUTO_CLASSES,
     PIPELINE_TASK,
@@ -24,6 +26,10 @@ __all__ = [
     "__version__",
     "DIMMLConfig",
     "DIMMLProcessor",
+    "DIMMLTrainer",
+    "DIMMLTrainingArguments",
+    "MultimodalDataCollator",
+    "load_av_digits",
     "MultimodalClassificationPipeline",
     "DIMMLPreTrainedModel",
     "DIMMLModel",

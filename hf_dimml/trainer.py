@@ -104,6 +104,9 @@ class DIMMLTrainingArguments(*method_argument_classes(), TrainingArguments):
         # Stage 1 leaves the fusion head without gradient and stage 2 the encoders (docs/design.md §7).
         if self.ddp_find_unused_parameters is None:
             self.ddp_find_unused_parameters = True
+        if self.dataloader_pin_memory and (self.use_cpu or not torch.accelerator.is_available()):
+            # Pinned host memory only speeds copies to an accelerator; on a CPU run torch warns at every DataLoader.
+            self.dataloader_pin_memory = False
         super().__post_init__()
 
 
