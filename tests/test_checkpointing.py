@@ -7,8 +7,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -195,19 +193,9 @@ def test_full_disk_during_the_final_save_names_the_folder(tmp_path, monkeypatch)
 
 def test_two_processes_publish_checkpoints_with_every_process_part(tmp_path):
     # Each process writes its RNG state into the temporary folder; the rename waits for both.
-    repo = Path(__file__).resolve().parents[1]
-    output = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DIMML_CACHE": str(tmp_path / "cache")}
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(repo / "training_scripts/accelerate_configs/cpu_two_processes.yaml"),
-        str(repo / "training_scripts/train.py"), str(repo / "training_scripts/configs/av_digits_dimml.yaml"),
-        "--output_dir", str(output), "--stage1_epochs", "2", "--stage2_epochs", "1", "--duc_start_epoch", "1",
-        "--max_train_samples", "256", "--load_best_model_at_end", "false", "--save_strategy", "epoch",
-        "--save_total_limit", "2", "--disable_tqdm", "true",
-    ]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    from test_trainer import train_two_processes
+
+    output, _ = train_two_processes(tmp_path, "dimml", "--save_total_limit", "2")
     checkpoints = sorted(output.glob("checkpoint-*"), key=lambda path: int(path.name.split("-")[1]))
     assert len(checkpoints) == 2 and not list(output.glob(".partial-*"))
     for checkpoint in checkpoints:
