@@ -11,14 +11,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-
-if TYPE_CHECKING:
-    from ..trainer import DIMMLTrainer
+from transformers import Trainer
 
 __all__ = ["METHOD_STATE_FILE", "TrainingMethod"]
 
@@ -49,7 +47,8 @@ class TrainingMethod:
     description: ClassVar[str] = ""
     citation: ClassVar[str] = ""
 
-    def __init__(self, trainer: DIMMLTrainer) -> None:
+    def __init__(self, trainer: Trainer) -> None:
+        # `trainer` is the DIMMLTrainer that runs this method (typed by its base: the trainer imports the methods).
         self.trainer = trainer
         self.stage = 1
 
